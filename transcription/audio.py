@@ -1,0 +1,110 @@
+"""Decode any audio or video to 16 kHz mono PCM WAV, streaming, and read it back in bounded windows.
+
+The normalised WAV is the one decode of a file: Stage 1 and Stage 2 both read their samples from it, and
+reading goes through a memory map so a two-hour recording never has to sit in memory as float32 whole.
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from .layout import atomic_writer
+
+SAMPLE_RATE = 16000
+_WAV_HEADER_GUESS = 44
+
+
+class DecodeError(Exception):
+    """The input could not be decoded into audio samples."""
+
+
+def normalize(src: Path, dest_wav: Path) -> float:
+    """Decode `src` into 16 kHz mono 16-bit WAV at `dest_wav`, atomically; return the duration in seconds."""
+    import av  # PyAV: FFmpeg's decoders in-process, so any format ffmpeg reads works here
+
+    src = Path(src)
+    try:
+        size = src.stat().st_size
+    except OSError as exc:
+        raise DecodeError(f"cannot read {src.name}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise DecodeError(f"{src.name} is empty (0 bytes)")
+    frames = 0
+    try:
+        container = av.open(str(src), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(f"{src.name} is not a readable audio or video file ({_why(exc)})") from None
+    try:
+        if not container.streams.audio:
+            raise DecodeError(f"{src.name} has no audio stream")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        with atomic_writer(dest_wav, "wb") as fh, wave.open(fh, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            try:
+                for packet in container.demux(stream):
+                    for frame in packet.decode():
+                        frames += _write(out, resampler.resample(frame))
+                frames += _write(out, resampler.resample(None))
+            except av.FFmpegError as exc:
+                if frames == 0:
+                    raise DecodeError(f"{src.name} could not be decoded ({_why(exc)})") from None
+                raise DecodeError(
+                    f"{src.name} is damaged: decoding failed after {frames / SAMPLE_RATE:.1f} s ({_why(exc)})"
+                ) from None
+            if frames == 0:
+                raise DecodeError(f"{src.name} contains no audio samples")
+    finally:
+        container.close()
+    return frames / SAMPLE_RATE
+
+
+def _write(out: wave.Wave_write, frames: list) -> int:
+    n = 0
+    for frame in frames:
+        data = frame.to_ndarray()
+        pcm = np.ascontiguousarray(data.reshape(-1), dtype="<i2")
+        out.writeframesraw(pcm.tobytes())
+        n += pcm.shape[0]
+    return n
+
+
+def _why(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc).strip()
+    return text or type(exc).__name__
+
+
+class WavReader:
+    """Memory-mapped 16 kHz mono PCM16 WAV: windows come out as float32 without reading the whole file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with wave.open(str(self.path), "rb") as w:
+            if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, SAMPLE_RATE):
+                raise DecodeError(f"{self.path.name} is not 16 kHz mono PCM16")
+            self.frames = w.getnframes()
+        offset = self.path.stat().st_size - self.frames * 2
+        self._pcm = np.memmap(self.path, dtype="<i2", mode="r", offset=offset, shape=(self.frames,))
+
+    @property
+    def duration(self) -> float:
+        return self.frames / SAMPLE_RATE
+
+    def read(self, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+        a = max(0, int(round(start_s * SAMPLE_RATE)))
+        b = self.frames if end_s is None else min(self.frames, int(round(end_s * SAMPLE_RATE)))
+        return self._pcm[a:b].astype(np.float32) / 32768.0
+
+    def pcm(self) -> np.ndarray:
+        return self._pcm
+
+
+def load_wav(path: Path) -> np.ndarray:
+    """The whole normalised WAV as float32 in [-1, 1]."""
+    return WavReader(path).read()
