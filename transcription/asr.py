@@ -199,13 +199,13 @@ def _windows(source: np.ndarray | WavReader, total: int) -> list[tuple[int, int]
     window = int(WINDOW_S * SAMPLE_RATE)
     if total <= window:
         return [(0, total)]
-    pcm = source.pcm() if isinstance(source, WavReader) else source
     frame = int(_CUT_FRAME_S * SAMPLE_RATE)
     ranges = []
     start = 0
     while total - start > window:
         lo = start + window - int(CUT_SEARCH_S * SAMPLE_RATE)
-        region = np.asarray(pcm[lo : start + window], dtype=np.float32)
+        region = (source.pcm(lo, start + window) if isinstance(source, WavReader)
+                  else source[lo : start + window]).astype(np.float32)
         n = region.shape[0] // frame
         energy = (region[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
         cut = lo + int(np.argmin(energy)) * frame + frame // 2

@@ -1,7 +1,7 @@
 """Decode any audio or video to 16 kHz mono PCM WAV, streaming, and read it back in bounded windows.
 
 The normalised WAV is the one decode of a file: Stage 1 and Stage 2 both read their samples from it, and
-reading goes through a memory map so a two-hour recording never has to sit in memory as float32 whole.
+it is read back in windows, so a two-hour recording never has to sit in memory whole.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 from .layout import atomic_writer
 
 SAMPLE_RATE = 16000
-_WAV_HEADER_GUESS = 44
 
 
 class DecodeError(Exception):
@@ -81,7 +80,11 @@ def _why(exc: BaseException) -> str:
 
 
 class WavReader:
-    """Memory-mapped 16 kHz mono PCM16 WAV: windows come out as float32 without reading the whole file."""
+    """16 kHz mono PCM16 WAV read window by window with plain file reads.
+
+    Plain reads rather than a memory map: touched pages of a map count as resident memory, so a map would
+    make a two-hour file look (and, under a container's memory limit, act) like a two-hour buffer.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -89,20 +92,25 @@ class WavReader:
             if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, SAMPLE_RATE):
                 raise DecodeError(f"{self.path.name} is not 16 kHz mono PCM16")
             self.frames = w.getnframes()
-        offset = self.path.stat().st_size - self.frames * 2
-        self._pcm = np.memmap(self.path, dtype="<i2", mode="r", offset=offset, shape=(self.frames,))
+        self._offset = self.path.stat().st_size - self.frames * 2  # the data chunk is the file's last
 
     @property
     def duration(self) -> float:
         return self.frames / SAMPLE_RATE
 
-    def read(self, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
-        a = max(0, int(round(start_s * SAMPLE_RATE)))
-        b = self.frames if end_s is None else min(self.frames, int(round(end_s * SAMPLE_RATE)))
-        return self._pcm[a:b].astype(np.float32) / 32768.0
+    def pcm(self, first: int = 0, last: int | None = None) -> np.ndarray:
+        """Samples [first, last) as int16."""
+        last = self.frames if last is None else min(self.frames, last)
+        first = max(0, min(first, last))
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset + 2 * first)
+            return np.fromfile(fh, dtype="<i2", count=last - first)
 
-    def pcm(self) -> np.ndarray:
-        return self._pcm
+    def read(self, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+        """Seconds [start_s, end_s) as float32 in [-1, 1]."""
+        first = int(round(start_s * SAMPLE_RATE))
+        last = None if end_s is None else int(round(end_s * SAMPLE_RATE))
+        return self.pcm(first, last).astype(np.float32) / 32768.0
 
 
 def load_wav(path: Path) -> np.ndarray:
