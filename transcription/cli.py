@@ -71,6 +71,12 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="run Stage 2 enrichment (env ENABLE_AUDIO_ENRICHMENT)",
     )
+    p.add_argument(
+        "--throughput",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pack speech from several files into shared batches (env SLOWER_WHISPER_THROUGHPUT)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +143,7 @@ _FLAG_FIELDS = (
     "beam_size",
     "word_timestamps",
     "vad",
+    "throughput",
     "enrich",
     "prosody",
     "emotion",

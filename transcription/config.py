@@ -157,6 +157,7 @@ class Settings:
     vad: bool = True
     condition_on_previous_text: bool = False
     hallucination_silence_threshold: float | None = 2.0
+    throughput: bool = False  # pack speech from several files into shared batches (see throughput.py)
     enrich: bool = False
     prosody: bool = True
     emotion: bool = True
@@ -284,6 +285,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "vad": ("WHISPER_VAD", _parse_bool),
     "condition_on_previous_text": ("WHISPER_CONDITION_ON_PREVIOUS_TEXT", _parse_bool),
     "hallucination_silence_threshold": ("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", _parse_threshold),
+    "throughput": ("SLOWER_WHISPER_THROUGHPUT", _parse_bool),
     "enrich": ("ENABLE_AUDIO_ENRICHMENT", _parse_bool),
     "prosody": ("ENABLE_PROSODY", _parse_bool),
     "emotion": ("ENABLE_EMOTION", _parse_bool),

@@ -469,7 +469,12 @@ def run_batch(
         processor = Processor(engine, settings, layout, report, force=force)
         progress = _Progress(len(todo))
         try:
-            processor.run(todo, stop, progress)
+            if settings.throughput:
+                from .throughput import run_packed
+
+                run_packed(processor, todo, stop, progress)
+            else:
+                processor.run(todo, stop, progress)
         finally:
             progress.close()
             processor.close()

@@ -1,0 +1,265 @@
+"""Prosody: pitch, energy, speaking rate and pauses per segment.
+
+The signal is analysed once per file (an F0 track and a frame energy track on one 10 ms grid); each
+segment then reads its slice of those tracks and its word timings. Values that cannot be measured are
+``None`` and the reason goes to the returned error list; nothing is filled in with a neutral guess.
+Levels (``level`` keys) are left ``None`` here: they need every segment of the speaker and are assigned
+afterwards by :mod:`transcription.enrich.levels`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import pitch as pitch_mod
+from .syllables import UnsupportedScript, count_words
+
+PROSODY_VERSION = "1"
+SAMPLE_RATE = 16000
+HOP_S = pitch_mod.HOP_S
+ENERGY_WINDOW_S = 0.025
+PAUSE_MIN_S = 0.2  # shorter silences are stop closures and breath-less joins, not pauses
+MIN_SEGMENT_S = 0.05
+MIN_VOICED_FRAMES = 5  # 50 ms of voicing before a pitch statistic means anything
+MIN_SLOPE_FRAMES = 10
+MIN_SLOPE_SPAN_S = 0.2
+MIN_SPEECH_SPAN_S = 0.1
+FLOOR_DB = -100.0  # digital silence reads as this instead of -inf
+
+
+@dataclass(frozen=True)
+class FileAnalysis:
+    """Frame tracks of a whole file on one grid: frame ``i`` is centred at ``i * hop_s`` seconds."""
+
+    hop_s: float
+    duration: float
+    f0_hz: np.ndarray  # NaN where unvoiced
+    energy_db: np.ndarray  # dBFS of a 25 ms window
+    silence_db: float  # frames below this are pauses
+
+    def frames(self, start: float, end: float) -> slice:
+        """Frames whose centre lies in [start, end)."""
+        first = max(0, math.ceil(start / self.hop_s - 1e-9))
+        stop = min(self.f0_hz.size, math.ceil(end / self.hop_s - 1e-9))
+        return slice(first, max(first, stop))
+
+
+def analyse_file(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> FileAnalysis:
+    """F0 and energy tracks of the whole file, plus the file's pause threshold."""
+    x = np.asarray(audio, dtype=np.float64)
+    track = pitch_mod.track_pitch(x, sample_rate)
+    energy = _frame_energy_db(x, sample_rate, track.f0_hz.size)
+    return FileAnalysis(
+        hop_s=track.hop_s,
+        duration=x.size / sample_rate,
+        f0_hz=track.f0_hz,
+        energy_db=energy,
+        silence_db=_silence_threshold(energy),
+    )
+
+
+def _frame_energy_db(x: np.ndarray, sample_rate: int, n_frames: int) -> np.ndarray:
+    half = int(round(ENERGY_WINDOW_S * sample_rate / 2))
+    csum = np.concatenate([[0.0], np.cumsum(x**2)])
+    centres = np.round(np.arange(n_frames) * HOP_S * sample_rate).astype(np.int64)
+    lo = np.clip(centres - half, 0, x.size)
+    hi = np.clip(centres + half, 0, x.size)
+    power = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
+    return np.maximum(10.0 * np.log10(np.maximum(power, 1e-30)), FLOOR_DB)
+
+
+def _silence_threshold(energy_db: np.ndarray) -> float:
+    """Pause threshold: 35 dB under loud speech, raised towards the noise floor in noisy recordings.
+
+    The threshold never comes within 15 dB of loud speech, so a recording that is speech throughout
+    (no floor to measure) does not turn its quieter syllables into pauses.
+    """
+    if energy_db.size == 0:
+        return FLOOR_DB
+    loud = float(np.percentile(energy_db, 95))
+    noise = float(np.percentile(energy_db, 5))
+    return max(loud - 35.0, min(noise + 6.0, loud - 15.0))
+
+
+def segment_prosody(
+    analysis: FileAnalysis,
+    start: float,
+    end: float,
+    words: Sequence[dict[str, Any]],
+    text: str,
+    language: str | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Prosody of one segment: ({pitch, energy, rate, pauses}, errors)."""
+    errors: list[str] = []
+    end = min(end, analysis.duration)
+    result: dict[str, Any] = {
+        "pitch": _null_pitch(),
+        "energy": {"rms_db": None, "std_db": None, "level": None},
+        "rate": {"words_per_s": None, "syllables_per_s": None, "articulation_rate": None, "level": None},
+        "pauses": {"count": None, "total_s": None, "longest_s": None},
+    }
+    if end - start < MIN_SEGMENT_S:
+        errors.append(f"prosody: segment is {max(end - start, 0.0):.3f} s long, too short to measure")
+        return result, errors
+    frames = analysis.frames(start, end)
+    result["pitch"] = _pitch_stats(analysis, frames, errors)
+    result["energy"] = _energy_stats(analysis, frames, errors)
+    timed = [w for w in words if _is_timed(w)]
+    span = _speech_span(analysis, frames, timed, start, end)
+    if span is None:
+        errors.append("prosody.pauses: no speech in the segment (no words and no frame above the silence level)")
+        errors.append("prosody.rate: no speech in the segment")
+        return result, errors
+    pauses = _pauses(analysis, timed, span)
+    result["pauses"] = {
+        "count": len(pauses),
+        "total_s": round(float(sum(b - a for a, b in pauses)), 3),
+        "longest_s": round(float(max((b - a for a, b in pauses), default=0.0)), 3),
+    }
+    result["rate"] = _rate(timed, text, language, span, result["pauses"]["total_s"], errors)
+    return result, errors
+
+
+def _null_pitch() -> dict[str, Any]:
+    keys = ("mean_hz", "std_hz", "min_hz", "max_hz", "slope_st_per_s", "level")
+    return dict.fromkeys(keys)
+
+
+def _pitch_stats(analysis: FileAnalysis, frames: slice, errors: list[str]) -> dict[str, Any]:
+    out = _null_pitch()
+    f0 = analysis.f0_hz[frames]
+    times = np.arange(frames.start, frames.stop) * analysis.hop_s
+    voiced = np.isfinite(f0)
+    n = int(voiced.sum())
+    if n < MIN_VOICED_FRAMES:
+        errors.append(f"prosody.pitch: {n} voiced frames, at least {MIN_VOICED_FRAMES} needed")
+        return out
+    hz = f0[voiced]
+    t = times[voiced]
+    # min/max are the 5th/95th percentiles: one mistracked frame must not define the range.
+    lo, hi = np.percentile(hz, [5, 95])
+    out.update(
+        mean_hz=round(float(hz.mean()), 2),
+        std_hz=round(float(hz.std()), 2),
+        min_hz=round(float(lo), 2),
+        max_hz=round(float(hi), 2),
+    )
+    if n < MIN_SLOPE_FRAMES or t[-1] - t[0] < MIN_SLOPE_SPAN_S:
+        errors.append(
+            f"prosody.pitch.slope_st_per_s: voiced frames span {t[-1] - t[0]:.2f} s, "
+            f"at least {MIN_SLOPE_SPAN_S} s and {MIN_SLOPE_FRAMES} frames needed"
+        )
+    else:
+        out["slope_st_per_s"] = round(theil_sen_slope(t, 12.0 * np.log2(hz)), 3)
+    return out
+
+
+def theil_sen_slope(t: np.ndarray, y: np.ndarray, max_points: int = 160) -> float:
+    """Median of pairwise slopes: robust to the odd octave jump, unlike least squares."""
+    if t.size > max_points:
+        pick = np.linspace(0, t.size - 1, max_points).round().astype(np.int64)
+        t, y = t[pick], y[pick]
+    i, j = np.triu_indices(t.size, k=1)
+    dt = t[j] - t[i]
+    keep = dt > 0
+    return float(np.median((y[j] - y[i])[keep] / dt[keep]))
+
+
+def _energy_stats(analysis: FileAnalysis, frames: slice, errors: list[str]) -> dict[str, Any]:
+    db = analysis.energy_db[frames]
+    active = db[db >= analysis.silence_db]
+    if active.size == 0:
+        errors.append(
+            f"prosody.energy: no frame above the silence level ({analysis.silence_db:.1f} dBFS) in the segment"
+        )
+        return {"rms_db": None, "std_db": None, "level": None}
+    # Level while speaking: the mean power of the non-silent frames, so pauses do not pull it down.
+    power = 10.0 ** (active / 10.0)
+    return {
+        "rms_db": round(float(10.0 * np.log10(power.mean())), 2),
+        "std_db": round(float(active.std()), 2),
+        "level": None,
+    }
+
+
+def _is_timed(word: dict[str, Any]) -> bool:
+    s, e = word.get("start"), word.get("end")
+    return isinstance(s, (int, float)) and isinstance(e, (int, float)) and e >= s
+
+
+def _speech_span(
+    analysis: FileAnalysis, frames: slice, timed: list[dict[str, Any]], start: float, end: float
+) -> tuple[float, float] | None:
+    """Where speech starts and ends inside the segment: word timings, else the non-silent frames."""
+    if timed:
+        return max(start, float(timed[0]["start"])), min(end, float(timed[-1]["end"]))
+    loud = np.flatnonzero(analysis.energy_db[frames] >= analysis.silence_db)
+    if loud.size == 0:
+        return None
+    first = float((frames.start + loud[0]) * analysis.hop_s)
+    last = float((frames.start + loud[-1] + 1) * analysis.hop_s)
+    return max(start, first), min(end, last)
+
+
+def _pauses(analysis: FileAnalysis, timed: list[dict[str, Any]], span: tuple[float, float]) -> list[tuple[float, float]]:
+    """Pauses inside the speech span: word gaps and low-energy stretches, merged, each >= PAUSE_MIN_S."""
+    intervals: list[tuple[float, float]] = []
+    for prev, nxt in zip(timed, timed[1:]):
+        gap_start, gap_end = float(prev["end"]), float(nxt["start"])
+        if gap_end > gap_start:
+            intervals.append((gap_start, gap_end))
+    frames = analysis.frames(*span)
+    quiet = analysis.energy_db[frames] < analysis.silence_db
+    if quiet.any():
+        edges = np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            # A frame stands for the hop around its centre.
+            lo = (frames.start + a) * analysis.hop_s - analysis.hop_s / 2
+            hi = (frames.start + b) * analysis.hop_s - analysis.hop_s / 2
+            intervals.append((max(lo, span[0]), min(hi, span[1])))
+    merged: list[tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return [(a, b) for a, b in merged if b - a >= PAUSE_MIN_S - 1e-9]
+
+
+def _rate(
+    timed: list[dict[str, Any]],
+    text: str,
+    language: str | None,
+    span: tuple[float, float],
+    pause_total: float,
+    errors: list[str],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"words_per_s": None, "syllables_per_s": None, "articulation_rate": None, "level": None}
+    duration = span[1] - span[0]
+    if duration < MIN_SPEECH_SPAN_S:
+        errors.append(f"prosody.rate: speech lasts {duration:.3f} s, too short for a rate")
+        return out
+    if timed:
+        tokens = [str(w.get("word", "")) for w in timed]
+    else:
+        errors.append("prosody.rate: no word timings; rates use the segment text over its non-silent span")
+        tokens = text.split()
+    tokens = [t.strip() for t in tokens if t.strip()]
+    out["words_per_s"] = round(len(tokens) / duration, 3)
+    try:
+        syllables = count_words(tokens, language)
+    except UnsupportedScript as exc:
+        errors.append(f"prosody.rate.syllables_per_s: {exc}")
+        return out
+    out["syllables_per_s"] = round(syllables / duration, 3)
+    speaking = duration - pause_total
+    if speaking < MIN_SPEECH_SPAN_S:
+        errors.append("prosody.rate.articulation_rate: almost all of the segment is pause")
+    else:
+        out["articulation_rate"] = round(syllables / speaking, 3)
+    return out

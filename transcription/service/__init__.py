@@ -1,0 +1,88 @@
+"""The HTTP service: ``slower-whisper serve``.
+
+`serve` runs the app under uvicorn until SIGINT/SIGTERM; `create_app` builds it (tests, embedding).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+from typing import Any
+
+from transcription.config import Settings
+
+from .app import GRACE_S, Service, create_app
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger(__name__)
+# uvicorn's share of the grace period: open requests get this long, jobs get what is left of GRACE_S.
+REQUEST_GRACE_S = GRACE_S - 5.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(settings: Settings, host: str, port: int, allow_unauthenticated: bool) -> int:
+    """Run the service until stopped; returns the process exit code (2: refused or model failed to load)."""
+    if not settings.api_keys and not is_loopback(host) and not allow_unauthenticated:
+        print(
+            f"slower-whisper serve: refusing to listen on {host} without an API key. Set "
+            "SLOWER_WHISPER_API_KEY, bind to 127.0.0.1, or pass --allow-unauthenticated to accept "
+            "requests from anyone who can reach this port.",
+            file=sys.stderr,
+        )
+        return 2
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if svc.loop is not None:
+                svc.loop.call_soon_threadsafe(svc.begin_shutdown)
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after a graceful stop, so the process would die "killed by
+            # SIGTERM"; a graceful stop is a clean exit for us (code 0, or the code set by a fatal error).
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+    def fatal(code: int) -> None:
+        svc.exit_code = code
+        server.should_exit = True
+
+    app = create_app(settings, on_fatal=fatal)
+    svc: Service = app.state.service
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=True,
+        server_header=False,
+        timeout_graceful_shutdown=int(REQUEST_GRACE_S),
+        lifespan="on",
+    )
+    server = _Server(config)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+        return int(exc.code) if isinstance(exc.code, int) else 1
+    if not server.started and svc.exit_code == 0:
+        return 1
+    if svc.scheduler.running:
+        # A worker thread is still inside the model (past the grace period): its job is queued again on
+        # disk, and waiting for the thread would hold the exit for as long as that file takes.
+        log.warning("exiting with %d transcription(s) still running", svc.scheduler.running)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(svc.exit_code or 0)
+    return svc.exit_code

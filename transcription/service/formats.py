@@ -1,0 +1,115 @@
+"""Response bodies for each `response_format`, following OpenAI's transcription shapes."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from transcription import writers
+
+from .errors import ApiError
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "slower_whisper_json")
+RESULT_FORMATS = ("json", "txt", "srt", "vtt", "verbose_json")
+
+# OpenAI's verbose_json reports the language by name ("english"), as openai/whisper's tokenizer does.
+_NAMES = (
+    "en english,zh chinese,de german,es spanish,ru russian,ko korean,fr french,ja japanese,pt portuguese,"
+    "tr turkish,pl polish,ca catalan,nl dutch,ar arabic,sv swedish,it italian,id indonesian,hi hindi,"
+    "fi finnish,vi vietnamese,he hebrew,uk ukrainian,el greek,ms malay,cs czech,ro romanian,da danish,"
+    "hu hungarian,ta tamil,no norwegian,th thai,ur urdu,hr croatian,bg bulgarian,lt lithuanian,la latin,"
+    "mi maori,ml malayalam,cy welsh,sk slovak,te telugu,fa persian,lv latvian,bn bengali,sr serbian,"
+    "az azerbaijani,sl slovenian,kn kannada,et estonian,mk macedonian,br breton,eu basque,is icelandic,"
+    "hy armenian,ne nepali,mn mongolian,bs bosnian,kk kazakh,sq albanian,sw swahili,gl galician,mr marathi,"
+    "pa punjabi,si sinhala,km khmer,sn shona,yo yoruba,so somali,af afrikaans,oc occitan,ka georgian,"
+    "be belarusian,tg tajik,sd sindhi,gu gujarati,am amharic,yi yiddish,lo lao,uz uzbek,fo faroese,"
+    "ht haitian creole,ps pashto,tk turkmen,nn nynorsk,mt maltese,sa sanskrit,lb luxembourgish,my myanmar,"
+    "bo tibetan,tl tagalog,mg malagasy,as assamese,tt tatar,haw hawaiian,ln lingala,ha hausa,ba bashkir,"
+    "jw javanese,su sundanese,yue cantonese"
+)
+LANGUAGE_NAMES = dict(item.split(" ", 1) for item in _NAMES.split(","))
+
+
+def language_name(code: str | None) -> str:
+    if not code:
+        return "unknown"
+    return LANGUAGE_NAMES.get(code, code)
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
+
+
+def verbose_json(doc: dict[str, Any], granularities: list[str]) -> dict[str, Any]:
+    """OpenAI's verbose_json: segments unless only words were asked for, words when asked for."""
+    out: dict[str, Any] = {
+        "task": "transcribe",
+        "language": language_name(doc.get("language")),
+        "duration": doc.get("duration", 0.0),
+        "text": doc.get("text", ""),
+    }
+    if not granularities or "segment" in granularities:
+        segments = []
+        for seg in doc.get("segments", []):
+            item = {
+                "id": seg["id"],
+                "start": seg["start"],
+                "end": seg["end"],
+                "text": seg["text"],
+                "avg_logprob": seg.get("avg_logprob"),
+                "no_speech_prob": seg.get("no_speech_prob"),
+                "compression_ratio": _compression_ratio(seg["text"]),
+            }
+            # Fields our document may carry beyond the schema's minimum pass through untouched.
+            for key in ("seek", "tokens", "temperature"):
+                if key in seg:
+                    item[key] = seg[key]
+            segments.append(item)
+        out["segments"] = segments
+    if "word" in granularities:
+        out["words"] = [
+            {"word": w["word"].strip(), "start": w["start"], "end": w["end"]}
+            for seg in doc.get("segments", [])
+            for w in seg.get("words", [])
+        ]
+    out["usage"] = {"type": "duration", "seconds": doc.get("duration", 0.0)}
+    return out
+
+
+def transcription_response(doc: dict[str, Any], response_format: str, granularities: list[str]) -> Response:
+    if response_format == "json":
+        return JSONResponse({"text": doc.get("text", "")})
+    if response_format == "verbose_json":
+        return JSONResponse(verbose_json(doc, granularities))
+    if response_format == "slower_whisper_json":
+        return JSONResponse(doc)
+    if response_format == "text":
+        return PlainTextResponse(writers.render(doc, "txt"))
+    if response_format in ("srt", "vtt"):
+        media = "text/vtt" if response_format == "vtt" else "application/x-subrip"
+        return Response(writers.render(doc, response_format), media_type=f"{media}; charset=utf-8")
+    raise ApiError(
+        400, f"unknown response_format {response_format!r}", "invalid_value", param="response_format"
+    )
+
+
+def result_response(doc: dict[str, Any], fmt: str) -> Response:
+    """A finished job's result in one of RESULT_FORMATS."""
+    if fmt == "json":
+        return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")
+    if fmt == "verbose_json":
+        return JSONResponse(verbose_json(doc, ["segment", "word"]))
+    if fmt == "txt":
+        return PlainTextResponse(writers.render(doc, "txt"))
+    if fmt in ("srt", "vtt"):
+        return transcription_response(doc, fmt, [])
+    raise ApiError(
+        400,
+        f"unknown format {fmt!r}; expected one of {', '.join(RESULT_FORMATS)}",
+        "invalid_value",
+        param="format",
+    )

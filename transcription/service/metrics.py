@@ -1,0 +1,142 @@
+"""Prometheus metrics: one registry per app, an ASGI middleware for request counts and latency, and gauges
+read at scrape time (queue depth, jobs by state, GPU memory through NVML)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter(
+            "slower_whisper_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "slower_whisper_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "slower_whisper_audio_seconds_processed", "Seconds of audio transcribed", registry=r
+        )
+        self.transcriptions = Counter(
+            "slower_whisper_transcriptions", "Transcriptions by outcome", ["outcome"], registry=r
+        )
+        self.queue_depth = Gauge("slower_whisper_queue_depth", "Work waiting for a worker", registry=r)
+        self.running = Gauge("slower_whisper_inference_running", "Work running in a worker", registry=r)
+        self.model_load = Gauge(
+            "slower_whisper_model_load_seconds", "Time taken to load the model at start-up", registry=r
+        )
+        self.ready = Gauge("slower_whisper_ready", "1 once the model is loaded", registry=r)
+
+    def bind(self, queue_depth: Callable[[], float], running: Callable[[], float]) -> None:
+        self.queue_depth.set_function(queue_depth)
+        self.running.set_function(running)
+
+    def add_jobs(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_JobsCollector(counts))
+
+    def add_gpu(self) -> None:
+        try:
+            self.registry.register(_NvmlCollector())
+        except OSError as exc:
+            log.warning("GPU memory metrics unavailable: %s", exc)
+
+
+class _JobsCollector(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self):  # type: ignore[override]
+        family = GaugeMetricFamily("slower_whisper_jobs", "Jobs on disk by state", labels=["state"])
+        for state, n in sorted(self._counts().items()):
+            family.add_metric([state], n)
+        yield family
+
+
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+
+class _NvmlCollector(Collector):
+    """Device-wide GPU memory through NVML (libnvidia-ml ships with the driver): unlike asking a CUDA
+    library, it creates no CUDA context and counts CTranslate2's allocations as well as torch's."""
+
+    def __init__(self) -> None:
+        self._nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        if self._nvml.nvmlInit_v2() != 0:
+            raise OSError("nvmlInit failed")
+
+    def collect(self):  # type: ignore[override]
+        used = GaugeMetricFamily("slower_whisper_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
+        total = GaugeMetricFamily("slower_whisper_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+        count = ctypes.c_uint(0)
+        if self._nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) == 0:
+            for i in range(count.value):
+                handle = ctypes.c_void_p()
+                mem = _NvmlMemory()
+                if self._nvml.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle)) != 0:
+                    continue
+                if self._nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem)) != 0:
+                    continue
+                used.add_metric([str(i)], mem.used)
+                total.add_metric([str(i)], mem.total)
+        yield used
+        yield total
+
+
+class MetricsMiddleware:
+    """Counts every request by route template (bounded label values) and status."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.latency.labels(method, label).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(method, label, str(status["code"])).inc()
