@@ -29,22 +29,37 @@ def data() -> Path:
 
 def tiny_env(root: Path | None = None, **extra: str) -> dict[str, str]:
     """Environment for a CLI run on CPU with the offline tiny.en model and no network."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "ENABLE_", "SLOWER_WHISPER_"))}
-    env.update({
-        "WHISPER_MODEL": "tiny.en", "WHISPER_DEVICE": "cpu", "WHISPER_COMPUTE_TYPE": "int8",
-        "HF_HUB_OFFLINE": "1", "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
-        "ENABLE_AUDIO_ENRICHMENT": "false",
-    })
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "ENABLE_", "SLOWER_WHISPER_"))
+    }
+    env.update(
+        {
+            "WHISPER_MODEL": "tiny.en",
+            "WHISPER_DEVICE": "cpu",
+            "WHISPER_COMPUTE_TYPE": "int8",
+            "HF_HUB_OFFLINE": "1",
+            "LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            "ENABLE_AUDIO_ENRICHMENT": "false",
+        }
+    )
     if root is not None:
         env["SLOWER_WHISPER_ROOT"] = str(root)
     env.update(extra)
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "transcription", *args], capture_output=True, text=True,
-                          env=env if env is not None else tiny_env(), timeout=timeout, cwd=cwd or REPO)
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "transcription", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else tiny_env(),
+        timeout=timeout,
+        cwd=cwd or REPO,
+    )
 
 
 def add_input(root: Path, src: Path, name: str | None = None) -> Path:
@@ -64,7 +79,7 @@ def normalize_text(text: str) -> list[str]:
     text = text.replace("i.e.", "ie")
     text = re.sub(r"[^\w\s']", " ", text)
     text = re.sub(r"'(?!\w)|(?<!\w)'", " ", text)
-    ones = "zero one two three four five six seven eight nine".split()
+    ones = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     text = re.sub(r"\b(\d)\b", lambda m: ones[int(m.group(1))], text)
     return text.split()
 

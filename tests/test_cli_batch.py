@@ -16,8 +16,9 @@ ODD_NAME = "call $(touch pwned) 'q' & ü 東京 #1.flac"
 
 
 def _outputs(root: Path, stem: str) -> list[Path]:
-    return [root / "whisper_json" / f"{stem}.json"] + [root / "transcripts" / f"{stem}.{e}"
-                                                       for e in ("txt", "srt", "vtt")]
+    return [root / "whisper_json" / f"{stem}.json"] + [
+        root / "transcripts" / f"{stem}.{e}" for e in ("txt", "srt", "vtt")
+    ]
 
 
 def test_bad_inputs_are_isolated_and_reported(tmp_path: Path) -> None:
@@ -83,7 +84,11 @@ def test_rerun_skips_current_and_redoes_on_change(tmp_path: Path) -> None:
 
 def test_same_stem_inputs_do_not_overwrite(tmp_path: Path) -> None:
     add_input(tmp_path, JFK, "talk.flac")
-    ffmpeg("-i", str(DATA / "multilingual" / "en_digits" / "english.wav"), str(tmp_path / "raw_audio" / "talk.mp3"))
+    ffmpeg(
+        "-i",
+        str(DATA / "multilingual" / "en_digits" / "english.wav"),
+        str(tmp_path / "raw_audio" / "talk.mp3"),
+    )
     assert run_cli("transcribe", "--root", str(tmp_path), env=tiny_env()).returncode == 0
     a = load_json(tmp_path / "whisper_json" / "talk.flac.json")
     b = load_json(tmp_path / "whisper_json" / "talk.mp3.json")
@@ -94,10 +99,21 @@ def test_same_stem_inputs_do_not_overwrite(tmp_path: Path) -> None:
 
 
 def test_video_container_and_formats(tmp_path: Path) -> None:
-    """A video file (mp4 with an audio track) is decoded like any audio; the text outputs agree with the JSON."""
-    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:d=11", "-i", str(JFK), "-shortest",
-           "-c:v", "libx264" if _has_encoder("libx264") else "mpeg4", "-c:a", "aac",
-           str(tmp_path / "clip.mp4"))
+    """A video (mp4 with an audio track) is decoded like any audio; the text outputs agree with the JSON."""
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=64x64:d=11",
+        "-i",
+        str(JFK),
+        "-shortest",
+        "-c:v",
+        "libx264" if _has_encoder("libx264") else "mpeg4",
+        "-c:a",
+        "aac",
+        str(tmp_path / "clip.mp4"),
+    )
     add_input(tmp_path, tmp_path / "clip.mp4")
     assert run_cli("transcribe", "--root", str(tmp_path), env=tiny_env()).returncode == 0
     doc = load_json(tmp_path / "whisper_json" / "clip.json")
@@ -138,8 +154,12 @@ def test_silence_gives_no_text_and_a_flag(tmp_path: Path) -> None:
 def test_config_errors_exit_2_naming_the_setting(tmp_path: Path) -> None:
     add_input(tmp_path, JFK)
     cases = {
-        "WHISPER_DEVICE": "gpu", "BATCH_SIZE": "0", "WHISPER_LANGUAGE": "xx", "BEAM_SIZE": "many",
-        "ENABLE_AUDIO_ENRICHMENT": "maybe", "WHISPER_COMPUTE_TYPE": "float8",
+        "WHISPER_DEVICE": "gpu",
+        "BATCH_SIZE": "0",
+        "WHISPER_LANGUAGE": "xx",
+        "BEAM_SIZE": "many",
+        "ENABLE_AUDIO_ENRICHMENT": "maybe",
+        "WHISPER_COMPUTE_TYPE": "float8",
     }
     for var, value in cases.items():
         result = run_cli("transcribe", "--root", str(tmp_path), env=tiny_env(**{var: value}))
@@ -171,8 +191,12 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
     add_input(tmp_path, JFK)
     target = tmp_path / "transcripts"
     target.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True
+        ).returncode
+        == 0
+    )
     if not mounted:
         if os.geteuid() == 0:
             pytest.skip("running as root without permission to mount a read-only tmpfs")
@@ -184,3 +208,24 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
             subprocess.run(["umount", str(target)], check=True)
     assert result.returncode == 2
     assert "cannot write" in result.stderr and "transcripts" in result.stderr
+
+
+def test_batched_inference_with_and_without_vad(tmp_path: Path) -> None:
+    from conftest import wer
+
+    add_input(tmp_path, JFK)
+    add_input(tmp_path, DATA / "multi_speaker" / "pyannote_sample" / "sample.wav")
+    reference = (DATA / "en_read" / "jfk" / "jfk.txt").read_text()
+    for vad in ("--vad", "--no-vad"):
+        result = run_cli(
+            "transcribe", "--root", str(tmp_path), "--batch-size", "4", vad, "--force", env=tiny_env()
+        )
+        assert result.returncode == 0, result.stderr
+        doc = load_json(tmp_path / "whisper_json" / "jfk.json")
+        schema.validate(doc)
+        assert doc["meta"]["batch_size"] == 4
+        assert wer([reference], [doc["text"]]) < 0.1
+        call = load_json(tmp_path / "whisper_json" / "sample.json")
+        schema.validate(call)
+        assert len(call["segments"]) >= 3  # timed segments inside each batched chunk, not one per chunk
+        assert all(s["words"] for s in call["segments"])

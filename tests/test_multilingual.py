@@ -1,4 +1,4 @@
-"""The multilingual base model (offline, assembled from its two PyPI parts) identifies Russian and Mandarin."""
+"""The multilingual base model (offline, joined from two PyPI parts) identifies Russian and Mandarin."""
 
 from __future__ import annotations
 
@@ -38,11 +38,12 @@ def test_phone_call_has_no_repetition_loops(tmp_path: Path) -> None:
     doc = load_json(tmp_path / "whisper_json" / "sample.json")
     words = [w["word"].strip().lower().strip(".,?!") for s in doc["segments"] for w in s["words"]]
     for n in (1, 2, 3):  # no n-gram repeated 4+ times in a row
-        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         for i in range(len(grams) - 3 * n):
             assert not all(grams[i] == grams[i + k * n] for k in range(1, 4)), f"loop at {grams[i]}"
-    reference = " ".join(line.split(maxsplit=5)[5] for line in
-                         (sample / "sample.stm").read_text().splitlines() if line.strip())
+    reference = " ".join(
+        line.split(maxsplit=5)[5] for line in (sample / "sample.stm").read_text().splitlines() if line.strip()
+    )
     score = wer([reference], [doc["text"]])
     print(f"phone call WER {score:.3f}")
     assert score < 0.5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,8 +17,14 @@ LJ = sorted((DATA / "en_read" / "ljspeech").glob("*.wav"))
 
 
 def _spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "transcription", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "transcription", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -45,7 +50,9 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
     report = load_json(tmp_path / ".slower-whisper" / "last-run.json")
     assert sorted(report["done"] + report["skipped"]) == sorted(w.name for w in LJ[:6])
     assert report["claimed_elsewhere"] == []  # the dead run's lease did not block the file
-    assert sorted(p.stem for p in (tmp_path / "whisper_json").glob("*.json")) == sorted(w.stem for w in LJ[:6])
+    assert sorted(p.stem for p in (tmp_path / "whisper_json").glob("*.json")) == sorted(
+        w.stem for w in LJ[:6]
+    )
     assert not list((tmp_path / ".slower-whisper" / "leases").iterdir())
 
 
@@ -103,9 +110,13 @@ def test_stale_lease_of_a_dead_worker_expires(tmp_path: Path) -> None:
     assert not other.acquire()  # live holder in this process
     lease.release()
     # A holder on another host that stopped renewing: blocked until expiry, then taken over.
-    lease.path.write_text(json.dumps({"token": "x", "host": "elsewhere", "pid": 1, "expires_at": time.time() + 60}))
+    lease.path.write_text(
+        json.dumps({"token": "x", "host": "elsewhere", "pid": 1, "expires_at": time.time() + 60})
+    )
     assert not other.acquire()
-    lease.path.write_text(json.dumps({"token": "x", "host": "elsewhere", "pid": 1, "expires_at": time.time() - 1}))
+    lease.path.write_text(
+        json.dumps({"token": "x", "host": "elsewhere", "pid": 1, "expires_at": time.time() - 1})
+    )
     assert other.acquire()
     other.release()
     assert not lease.path.exists()
@@ -119,7 +130,7 @@ def test_watch_waits_for_uploads_to_finish_and_stops_on_sigterm(tmp_path: Path) 
         target = tmp_path / "raw_audio" / "upload.flac"
         with open(target, "wb") as fh:  # a slow upload: the watcher must not start on a partial file
             for i in range(0, len(data), len(data) // 6):
-                fh.write(data[i:i + len(data) // 6])
+                fh.write(data[i : i + len(data) // 6])
                 fh.flush()
                 time.sleep(0.4)
         deadline = time.time() + 90
@@ -140,10 +151,18 @@ def test_watch_waits_for_uploads_to_finish_and_stops_on_sigterm(tmp_path: Path) 
 
 
 def _peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-    result = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "transcription", *args],
-                            env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    code = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, sys.executable, "-m", "transcription", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     return int(result.stdout.strip().splitlines()[-1]) / 1024, result
 
 
@@ -152,8 +171,17 @@ def test_two_hour_file_memory_flat_and_no_drift(tmp_path: Path) -> None:
     """A 2-hour recording (speech once every 10 minutes) against a 30-minute one: the same peak memory, and
     every repeat of the speech found at its true time."""
     unit = tmp_path / "unit.flac"  # 11 s of JFK then silence, 600 s in all
-    ffmpeg("-i", str(DATA / "en_read" / "jfk" / "jfk.flac"), "-af", "apad=whole_dur=600", "-ar", "16000",
-           "-ac", "1", str(unit))
+    ffmpeg(
+        "-i",
+        str(DATA / "en_read" / "jfk" / "jfk.flac"),
+        "-af",
+        "apad=whole_dur=600",
+        "-ar",
+        "16000",
+        "-ac",
+        "1",
+        str(unit),
+    )
     (tmp_path / "short" / "raw_audio").mkdir(parents=True)
     (tmp_path / "long" / "raw_audio").mkdir(parents=True)
     ffmpeg("-stream_loop", "2", "-i", str(unit), str(tmp_path / "short" / "raw_audio" / "half_hour.flac"))
@@ -167,7 +195,9 @@ def test_two_hour_file_memory_flat_and_no_drift(tmp_path: Path) -> None:
     doc = load_json(tmp_path / "long" / "whisper_json" / "two_hours.json")
     assert doc["duration"] == pytest.approx(7200, abs=0.1)
     schema.validate(doc)
-    firsts = [s for s in doc["segments"] if s["words"] and s["words"][0]["word"].strip().lower().startswith("and")]
+    firsts = [
+        s for s in doc["segments"] if s["words"] and s["words"][0]["word"].strip().lower().startswith("and")
+    ]
     starts = sorted(s["start"] for s in firsts)
     assert len(starts) == 12, [s["text"] for s in doc["segments"]]
     for k, start in enumerate(starts):

