@@ -49,3 +49,11 @@ def test_help_and_version() -> None:
     assert result.returncode == 0 and "slower-whisper" in result.stdout
     for command in ("transcribe", "enrich", "watch", "serve", "models", "doctor"):
         assert run_cli(command, "--help").returncode == 0
+
+
+def test_emotion_model_download_offline_exits_2(tmp_path: Path) -> None:
+    env = tiny_env(HF_HOME=str(tmp_path / "hf"))
+    result = run_cli("models", "download", "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim", env=env)
+    assert result.returncode == 2
+    assert "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim" in result.stderr
+    assert "Traceback" not in result.stderr

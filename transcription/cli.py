@@ -239,9 +239,12 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if args.models_command == "download":
         if args.name == settings.emotion_model or args.name == "emotion":
-            from .enrich import download_emotion_model
+            from .enrich import EmotionUnavailable, download_emotion_model
 
-            print(download_emotion_model(settings))
+            try:
+                print(download_emotion_model(settings))
+            except EmotionUnavailable as exc:
+                raise models.ModelError(str(exc)) from None
             return EXIT_OK
         print(models.download(args.name, settings))
         return EXIT_OK

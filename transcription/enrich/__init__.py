@@ -96,11 +96,17 @@ def _normalised_state(state: Any) -> dict[str, Any]:
         "prosody": out["prosody"],
         "emotion": out["emotion"],
         "rendering": out["rendering"],
-        "status": {"prosody": out["status"]["prosody"], "emotion": out["status"]["emotion"], "errors": errors},
+        "status": {
+            "prosody": out["status"]["prosody"],
+            "emotion": out["status"]["emotion"],
+            "errors": errors,
+        },
     }
 
 
-def _set_feature(seg: dict[str, Any], feature: str, value: dict | None, status: str, errors: list[str]) -> None:
+def _set_feature(
+    seg: dict[str, Any], feature: str, value: dict | None, status: str, errors: list[str]
+) -> None:
     """Replace one feature's value, status and errors, leaving the other feature's errors alone."""
     state = seg["audio_state"]
     state[feature] = value
@@ -147,7 +153,10 @@ def _run_prosody(
             "hop_s": prosody.HOP_S,
             "min_max": "5th and 95th percentiles of voiced frames",
         },
-        "energy": {"window_s": prosody.ENERGY_WINDOW_S, "silence_threshold_dbfs": round(analysis.silence_db, 2)},
+        "energy": {
+            "window_s": prosody.ENERGY_WINDOW_S,
+            "silence_threshold_dbfs": round(analysis.silence_db, 2),
+        },
         "pause_min_s": prosody.PAUSE_MIN_S,
         "levels": {
             "baseline": "speaker's segments in this file (all segments without speaker labels)",
@@ -168,7 +177,7 @@ def _run_emotion(
             _set_feature(seg, "emotion", None, "failed", [f"emotion: {exc}"])
         enrichment["emotion"] = {"model": settings.emotion_model, "error": str(exc)}
         return
-    for seg, value, errs in zip(todo, results, errors):
+    for seg, value, errs in zip(todo, results, errors, strict=True):
         _set_feature(seg, "emotion", value, "ok", errs)
     enrichment["emotion"] = meta
 

@@ -59,7 +59,9 @@ def licence(model_ref: str) -> str | None:
 
 
 def _is_local_ref(ref: str) -> bool:
-    return Path(ref).expanduser().exists() or ref.startswith(("/", "./", "../", "~", "\\")) or ref.count("/") > 1
+    return (
+        Path(ref).expanduser().exists() or ref.startswith(("/", "./", "../", "~", "\\")) or ref.count("/") > 1
+    )
 
 
 def _cache_dir(settings: Settings) -> Path | None:
@@ -147,7 +149,8 @@ def download_emotion_model(settings: Settings) -> Path:
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         raise EmotionUnavailable(
             f"cannot download {ref}: the Hugging Face hub is unreachable or offline mode is on "
-            f"(HF_HUB_OFFLINE); run this where the hub is reachable and copy {_cache_dir(settings) or 'the cache'}"
+            "(HF_HUB_OFFLINE); run this where the hub is reachable and copy "
+            f"{_cache_dir(settings) or 'the cache'}"
             f" ({exc.__class__.__name__})"
         ) from exc
     except (HfHubHTTPError, OSError) as exc:
@@ -184,7 +187,9 @@ def _normalisation(path: Path) -> tuple[bool, str]:
         raise EmotionUnavailable(f"{config} is unreadable: {exc}") from exc
     rate = data.get("sampling_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:
-        raise EmotionUnavailable(f"{config}: model expects {rate} Hz audio, the pipeline provides {SAMPLE_RATE} Hz")
+        raise EmotionUnavailable(
+            f"{config}: model expects {rate} Hz audio, the pipeline provides {SAMPLE_RATE} Hz"
+        )
     do_normalize = bool(data.get("do_normalize", True))
     return do_normalize, f"preprocessor_config.json do_normalize={str(do_normalize).lower()}"
 
@@ -224,7 +229,7 @@ def windows(n_samples: int, window_samples: int) -> list[tuple[int, int]]:
     """Equal windows no longer than window_samples covering [0, n_samples)."""
     count = max(1, math.ceil(n_samples / window_samples))
     edges = np.linspace(0, n_samples, count + 1).round().astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def raw_scores(loaded: LoadedModel, clips: list[np.ndarray]) -> np.ndarray:
@@ -266,7 +271,8 @@ def score_segments(
         b = min(audio.size, int(round(end * SAMPLE_RATE)))
         if (b - a) < MIN_SEGMENT_S * SAMPLE_RATE:
             errors[i].append(
-                f"emotion: segment has {max(b - a, 0) / SAMPLE_RATE:.2f} s of audio, at least {MIN_SEGMENT_S} s needed"
+                f"emotion: segment has {max(b - a, 0) / SAMPLE_RATE:.2f} s of audio, "
+                f"at least {MIN_SEGMENT_S} s needed"
             )
             continue
         for wa, wb in windows(b - a, window_samples):
@@ -282,7 +288,7 @@ def score_segments(
     for i in set(owners):
         pick = owners_arr == i
         pooled = np.average(scores[pick], axis=0, weights=weights[pick])
-        values = dict(zip(loaded.order, np.clip(pooled, 0.0, 1.0).tolist()))
+        values = dict(zip(loaded.order, np.clip(pooled, 0.0, 1.0).tolist(), strict=True))
         results[i] = {
             "arousal": round(values["arousal"], 4),
             "valence": round(values["valence"], 4),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import transformers
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model, Wav2Vec2PreTrainedModel
 
@@ -84,8 +85,12 @@ def load_strict(path: Path, device: str) -> tuple[Wav2Vec2EmotionRegressor, tupl
     except (OSError, ValueError) as exc:
         raise EmotionModelLoadError(f"{path}: no usable wav2vec2 config.json ({exc})") from exc
     if config.num_labels != 3:
-        raise EmotionModelLoadError(f"{path}: config has {config.num_labels} outputs, the regression head needs 3")
+        raise EmotionModelLoadError(
+            f"{path}: config has {config.num_labels} outputs, the regression head needs 3"
+        )
     order = label_order(config)
+    # A progress bar per load is noise in service and batch logs.
+    transformers.utils.logging.disable_progress_bar()
     try:
         model, info = Wav2Vec2EmotionRegressor.from_pretrained(path, config=config, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -100,7 +105,9 @@ def load_strict(path: Path, device: str) -> tuple[Wav2Vec2EmotionRegressor, tupl
     if info.get("error_msgs"):
         problems.append(f"errors {list(info['error_msgs'])}")
     if problems:
-        raise EmotionModelLoadError(f"{path}: checkpoint does not match the emotion regressor: " + "; ".join(problems))
+        raise EmotionModelLoadError(
+            f"{path}: checkpoint does not match the emotion regressor: " + "; ".join(problems)
+        )
     model.eval()
     return model.to(device), order
 

