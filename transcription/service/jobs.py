@@ -172,8 +172,8 @@ class JobStore:
     def _drop_inputs(self, job_id: str) -> None:
         for path in self.dir(job_id).iterdir():
             if path.name not in (RECORD, RESULT):
-                with contextlib.suppress(OSError):
-                    path.unlink() if not path.is_dir() else shutil.rmtree(path)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
 
 # work(input_path, wav_path, file_label, options) -> transcript document; runs in a worker thread.

@@ -32,8 +32,8 @@ $("upload").addEventListener("submit", async (event) => {
     const body = await response.json();
     if (!response.ok) {
       const retry = response.headers.get("Retry-After");
-      throw new Error((body.error && body.error.message) || response.statusText) +
-        (retry ? ` (retry in ${retry} s)` : ""));
+      const message = (body.error && body.error.message) || response.statusText;
+      throw new Error(message + (retry ? ` (retry in ${retry} s)` : ""));
     }
     show(body);
     setStatus(`Done: ${body.segments.length} segments, ${body.duration.toFixed(1)} s of audio.`);
@@ -102,8 +102,8 @@ function plot(doc) {
     };
   });
   const series = [
-    { key: "pitch", color: PITCH, label: "pitch (Hz)", axis: "left" },
-    { key: "energy", color: ENERGY, label: "energy (dB)", axis: "right" },
+    { key: "pitch", color: PITCH, label: "pitch (Hz)", axis: "left", dash: [] },
+    { key: "energy", color: ENERGY, label: "energy (dB)", axis: "right", dash: [6, 4] },
   ];
   const x = (t) => pad.l + (t / Math.max(doc.duration, 1e-6)) * (W - pad.l - pad.r);
   ctx.strokeStyle = "#999";
@@ -125,9 +125,11 @@ function plot(doc) {
     const y = (v) => pad.t + (1 - (v - lo) / (hi - lo)) * (H - pad.t - pad.b);
     ctx.strokeStyle = ctx.fillStyle = s.color;
     ctx.lineWidth = 2;
+    ctx.setLineDash(s.dash); // dashed energy stays visible where the two lines coincide
     ctx.beginPath();
     pts.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p[s.key])) : ctx.moveTo(x(p.t), y(p[s.key]))));
     ctx.stroke();
+    ctx.setLineDash([]);
     for (const p of pts) {
       ctx.beginPath();
       ctx.arc(x(p.t), y(p[s.key]), 3, 0, 2 * Math.PI);

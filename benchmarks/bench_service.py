@@ -1,0 +1,270 @@
+"""Load test for `slower-whisper serve` on loopback.
+
+Measures, for concurrency 1, 4 and 16: throughput (audio seconds transcribed per wall second) and p50/p95
+request latency; the same files through the CLI (`slower-whisper transcribe`, model load included and
+excluded); and the server's resident memory over a soak of many requests (it must stay flat).
+
+    python benchmarks/bench_service.py --out bench-out/service.json [--soak 500] [--model tiny.en]
+
+It starts its own server (a subprocess, like production) on a free port with a temporary root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+FILES = [DATA / "en_read/jfk/jfk.flac"] + sorted((DATA / "en_read/ljspeech").glob("LJ001-000[1-5].wav"))
+SOAK_FILE = DATA / "multilingual/en_digits/english.wav"
+
+
+def _env(model: str, device: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "ENABLE_", "SLOWER_WHISPER_"))
+    }
+    env.update(
+        WHISPER_MODEL=model,
+        WHISPER_DEVICE=device,
+        HF_HUB_OFFLINE="1",
+        LOG_FORMAT="json",
+        LOG_LEVEL="WARNING",
+        ENABLE_AUDIO_ENRICHMENT="false",
+    )
+    return env
+
+
+def _duration(path: Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip())
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Server:
+    def __init__(self, root: Path, env: dict[str, str], workers: int, queue: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = dict(env, SLOWER_WHISPER_WORKERS=str(workers), SLOWER_WHISPER_QUEUE_SIZE=str(queue))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "transcription", "serve", "--root", str(root), "--port", str(self.port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode}")
+        raise SystemExit("server not ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def _load(url: str, files: list[tuple[str, bytes, float]], concurrency: int, requests: int) -> dict:
+    latencies: list[float] = []
+    audio = 0.0
+    with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        def one(i: int) -> tuple[float, float]:
+            name, data, seconds = files[i % len(files)]
+            t0 = time.perf_counter()
+            r = client.post(
+                f"{url}/v1/audio/transcriptions",
+                files={"file": (name, data)},
+                data={"response_format": "json"},
+            )
+            r.raise_for_status()
+            return time.perf_counter() - t0, seconds
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            for latency, seconds in pool.map(one, range(requests)):
+                latencies.append(latency)
+                audio += seconds
+        wall = time.perf_counter() - start
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "audio_s": round(audio, 1),
+        "wall_s": round(wall, 2),
+        "audio_s_per_s": round(audio / wall, 2),
+        "p50_s": round(statistics.median(latencies), 3),
+        "p95_s": round(_pct(latencies, 0.95), 3),
+    }
+
+
+def _cli(env: dict[str, str], files: list[Path], audio_s: float) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="bench-cli-"))
+    try:
+        (root / "raw_audio").mkdir()
+        for f in files:
+            shutil.copyfile(f, root / "raw_audio" / f.name)
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "transcription", "transcribe", "--root", str(root)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"CLI failed: {done.stderr[-2000:]}")
+        t0 = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from transcription.config import load_settings;"
+                "from transcription.asr import Engine; Engine.load(load_settings())",
+            ],
+            cwd=REPO,
+            env=env,
+            check=True,
+        )
+        startup = time.perf_counter() - t0
+        return {
+            "files": len(files),
+            "audio_s": round(audio_s, 1),
+            "wall_s": round(wall, 2),
+            "audio_s_per_s": round(audio_s / wall, 2),
+            "startup_s": round(startup, 2),
+            "audio_s_per_s_excluding_startup": round(audio_s / max(wall - startup, 1e-3), 2),
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _soak(url: str, pid: int, n: int, concurrency: int) -> dict:
+    data = SOAK_FILE.read_bytes()
+    samples: list[tuple[int, float]] = [(0, _rss_mb(pid))]
+    done = {"n": 0}
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.wait(0.5):
+            samples.append((done["n"], _rss_mb(pid)))
+
+    threading.Thread(target=sampler, daemon=True).start()
+    t0 = time.perf_counter()
+    with httpx.Client(timeout=600) as client:
+
+        def one(_: int) -> None:
+            r = client.post(
+                f"{url}/v1/audio/transcriptions",
+                files={"file": ("english.wav", data)},
+                data={"response_format": "text"},
+            )
+            r.raise_for_status()
+            done["n"] += 1
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(n)))
+    stop.set()
+    samples.append((n, _rss_mb(pid)))
+    rss = [mb for _, mb in samples]
+    # "Flat": the last fifth of the run holds no more memory than the first fifth's peak, within 10 %.
+    early = max(mb for k, mb in samples if k <= n // 5)
+    late = max(mb for k, mb in samples if k >= 4 * n // 5)
+    return {
+        "requests": n,
+        "concurrency": concurrency,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "rss_start_mb": round(rss[0], 1),
+        "rss_peak_mb": round(max(rss), 1),
+        "rss_end_mb": round(rss[-1], 1),
+        "rss_peak_first_fifth_mb": round(early, 1),
+        "rss_peak_last_fifth_mb": round(late, 1),
+        "flat": late <= early * 1.10,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--soak", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "service.json")
+    args = parser.parse_args()
+    env = _env(args.model, args.device)
+    files = [(f.name, f.read_bytes(), _duration(f)) for f in FILES]
+    audio_s = sum(d for _, _, d in files)
+    results: dict = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "model": args.model,
+        "device": args.device,
+        "workers": args.workers,
+        "files": [{"name": n, "seconds": round(d, 2)} for n, _, d in files],
+    }
+    root = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    try:
+        t0 = time.perf_counter()
+        server = Server(root, env, args.workers, queue=64)
+        results["server_ready_s"] = round(time.perf_counter() - t0, 2)
+        try:
+            _load(server.url, files[:1], 1, 2)  # warm-up
+            results["load"] = [_load(server.url, files, c, max(len(files), 2 * c)) for c in (1, 4, 16)]
+            for row in results["load"]:
+                print(json.dumps(row))
+            results["soak"] = _soak(server.url, server.proc.pid, args.soak, 4)
+            print(json.dumps(results["soak"]))
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    results["cli"] = _cli(dict(env, LOG_LEVEL="WARNING"), FILES, audio_s)
+    print(json.dumps(results["cli"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

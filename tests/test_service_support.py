@@ -1,0 +1,175 @@
+"""Real servers for the service tests: `slower-whisper serve` subprocesses on free loopback ports.
+
+Not a test module itself (it holds no tests); the other tests/test_service_*.py files import from it. The
+main server is shared by every service test module through a process-wide cache, so the model loads once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import DATA, REPO, tiny_env
+
+JFK = DATA / "en_read" / "jfk" / "jfk.flac"
+API_KEYS = ("test-key-one", "test-key-two")
+READY_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    root: Path
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_key(self) -> str | None:
+        key = self.env.get("SLOWER_WHISPER_API_KEY")
+        return key.split(",")[0] if key else None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def start(self, wait: bool = True) -> Server:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "transcription",
+                "serve",
+                "--root",
+                str(self.root),
+                "--port",
+                str(self.port),
+                "--model",
+                "tiny.en",
+                "--device",
+                "cpu",
+                *self.extra_args,
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                    return sample.value
+        return None
+
+    def uploads_left(self) -> list[Path]:
+        folder = self.root / ".slower-whisper" / "uploads"
+        return sorted(folder.rglob("*")) if folder.exists() else []
+
+
+def make_server(tmp: Path, name: str, **env_extra: str) -> Server:
+    root = tmp / name
+    root.mkdir(parents=True, exist_ok=True)
+    env = tiny_env(None, **env_extra)
+    env.pop("SLOWER_WHISPER_ROOT", None)
+    return Server(root=root, port=free_port(), env=env, log_path=tmp / f"{name}.log")
+
+
+_shared: dict[str, Server] = {}
+_users = {"count": 0}
+
+
+@pytest.fixture(scope="session")
+def main_server(tmp_path_factory: pytest.TempPathFactory):
+    """The shared server: API keys set, 2 workers, the default queue, no emotion model (no weights here).
+    Started once for all modules."""
+    if "main" not in _shared:
+        tmp = tmp_path_factory.mktemp("service-main")
+        server = make_server(
+            tmp,
+            "root",
+            SLOWER_WHISPER_API_KEY=",".join(API_KEYS),
+            SLOWER_WHISPER_WORKERS="2",
+            ENABLE_EMOTION="false",
+        )
+        _shared["main"] = server.start()
+    _users["count"] += 1
+    yield _shared["main"]
+    _users["count"] -= 1
+    if _users["count"] == 0:
+        server = _shared.pop("main")
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop()
+
+
+def openai_client(server: Server, key: str | None = None, **kwargs):
+    import openai
+
+    return openai.OpenAI(
+        base_url=f"{server.url}/v1",
+        api_key=key or server.api_key or "unused",
+        max_retries=kwargs.pop("max_retries", 0),
+        timeout=kwargs.pop("timeout", 120),
+        **kwargs,
+    )
+
+
+def kill_on_exit(server: Server) -> None:
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
