@@ -67,8 +67,13 @@ RUN apt-get update \
 
 # Root-owned: the non-root user can run the code but not change it.
 COPY --from=build /app/.venv /app/.venv
+# uv too, so the commands users know from the original guide (`uv run slower-whisper ...`) keep working.
+COPY --from=uv /uv /usr/local/bin/uv
 
 ENV PATH=/app/.venv/bin:$PATH \
+    VIRTUAL_ENV=/app/.venv \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/cache/huggingface \
@@ -77,6 +82,7 @@ ENV PATH=/app/.venv/bin:$PATH \
 # Fail the build, not the first GPU job: the CLI must start, and PyTorch (emotion model) must be a CUDA 12
 # build like CTranslate2, because both load the same libcudnn.so.9 into one process.
 RUN slower-whisper --help > /dev/null \
+    && uv run --directory /data slower-whisper --version \
     && python -c "import sys, torch; v = torch.version.cuda or 'none'; sys.exit(0 if v.startswith('12.') else f'torch {torch.__version__} is built for CUDA {v}; CTranslate2 here uses CUDA 12 (constrain torch in uv.lock)')"
 
 USER 1000:1000

@@ -122,7 +122,7 @@ class Engine:
         segments: list[Segment] = []
         language, probability = options.language, None
         window_options = options
-        for start, end in _windows(reader if reader is not None else audio, total):
+        for start, end in windows(reader if reader is not None else audio, total):
             chunk = (
                 reader.read(start / SAMPLE_RATE, end / SAMPLE_RATE)
                 if reader is not None
@@ -134,7 +134,7 @@ class Engine:
                 language, probability = info.language, float(info.language_probability)
                 # Later windows keep the language found in the first, as one file is one conversation.
                 window_options = replace(window_options, language=language)
-            segments.extend(_shift(s, offset) for s in found)
+            segments.extend(shift_segment(s, offset) for s in found)
             if options.condition_on_previous_text and found:
                 window_options = replace(
                     window_options, initial_prompt=" ".join(s.text for s in found)[-400:]
@@ -160,7 +160,6 @@ class Engine:
         if o.batch_size > 1:
             kwargs["batch_size"] = o.batch_size
             kwargs.pop("condition_on_previous_text")  # batched chunks are independent by design
-            kwargs["without_timestamps"] = False  # segment-level timing inside each chunk, not one per chunk
             if not o.vad:
                 # Without VAD the batched pipeline needs explicit chunks: consecutive 30 s pieces.
                 seconds = chunk.shape[0] / SAMPLE_RATE
@@ -184,10 +183,53 @@ class Engine:
                     words,
                 )
             )
+        if o.batch_size > 1:
+            out = split_segments(out)  # a batched chunk comes back as one segment of up to 30 s
         return out, info
 
 
-def _shift(seg: Segment, offset: float) -> Segment:
+# Where a long segment may be cut: after a sentence end, or at a silence between words.
+SPLIT_OVER_S = 8.0
+_MIN_PIECE_S = 1.0
+_SPLIT_GAP_S = 0.6
+_SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
+
+
+def split_segments(segments: list[Segment]) -> list[Segment]:
+    """Cut segments longer than SPLIT_OVER_S at sentence ends or pauses, using their word timings.
+
+    faster-whisper's batched decoding without timestamps (its default, and the one that keeps every word)
+    returns each chunk as a single segment; subtitles and per-segment prosody need sentence-sized pieces.
+    """
+    out: list[Segment] = []
+    for seg in segments:
+        if seg.end - seg.start <= SPLIT_OVER_S or len(seg.words) < 2:
+            out.append(seg)
+            continue
+        piece: list[Word] = []
+        for i, word in enumerate(seg.words):
+            piece.append(word)
+            nxt = seg.words[i + 1] if i + 1 < len(seg.words) else None
+            if nxt is None:
+                break
+            long_enough = word.end - piece[0].start >= _MIN_PIECE_S
+            boundary = word.word.strip().endswith(_SENTENCE_END) or nxt.start - word.end >= _SPLIT_GAP_S
+            if long_enough and boundary:
+                out.append(_piece(seg, piece))
+                piece = []
+        if piece:
+            out.append(_piece(seg, piece))
+    return out
+
+
+def _piece(seg: Segment, words: list[Word]) -> Segment:
+    start = seg.start if words[0] is seg.words[0] else words[0].start
+    end = seg.end if words[-1] is seg.words[-1] else words[-1].end
+    text = "".join(w.word for w in words).strip()
+    return Segment(0, start, end, text, seg.avg_logprob, seg.no_speech_prob, list(words))
+
+
+def shift_segment(seg: Segment, offset: float) -> Segment:
     if offset == 0:
         return seg
     return Segment(
@@ -201,7 +243,7 @@ def _shift(seg: Segment, offset: float) -> Segment:
     )
 
 
-def _windows(source: np.ndarray | WavReader, total: int) -> list[tuple[int, int]]:
+def windows(source: np.ndarray | WavReader, total: int) -> list[tuple[int, int]]:
     """Sample ranges of at most WINDOW_S each, cut at the quietest short frame near each window's end."""
     window = int(WINDOW_S * SAMPLE_RATE)
     if total <= window:

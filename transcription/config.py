@@ -199,6 +199,7 @@ class Settings:
             "beam_size": self.beam_size,
             "word_timestamps": self.word_timestamps,
             "vad": self.vad,
+            "throughput": self.throughput,  # it may choose the batch size itself
             "condition_on_previous_text": self.condition_on_previous_text,
             "hallucination_silence_threshold": self.hallucination_silence_threshold,
         }

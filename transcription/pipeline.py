@@ -301,14 +301,14 @@ class Processor:
     """Processes claimed inputs one after another, decoding the next while the current one transcribes."""
 
     def __init__(self, engine: Engine, settings: Settings, layout: Layout, report: RunReport,
-                 force: bool = False) -> None:
+                 force: bool = False, decode_workers: int = 1) -> None:
         self.force = force
         self.engine = engine
         self.settings = settings
         self.layout = layout
         self.report = report
         self.options = AsrOptions.from_settings(settings)
-        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self._decoder = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
 
     def close(self) -> None:
         self._decoder.shutdown(wait=True, cancel_futures=True)
@@ -333,11 +333,11 @@ class Processor:
 
     def run(self, inputs: list[Input], stop: threading.Event, progress: Callable[[int, Input], None]) -> None:
         pending = iter(inputs)
-        nxt = self._next_claim(pending, stop)
+        nxt = self.next_claim(pending, stop)
         n = 0
         while nxt is not None:
             work = nxt
-            nxt = None if stop.is_set() else self._next_claim(pending, stop)  # its decode overlaps ours
+            nxt = None if stop.is_set() else self.next_claim(pending, stop)  # its decode overlaps ours
             n += 1
             progress(n, work.inp)
             try:
@@ -348,7 +348,7 @@ class Processor:
             nxt.decoded.cancel()
             nxt.lease.release()
 
-    def _next_claim(self, pending: Iterator[Input], stop: threading.Event) -> _Work | None:
+    def next_claim(self, pending: Iterator[Input], stop: threading.Event) -> _Work | None:
         for inp in pending:
             if stop.is_set():
                 return None
@@ -466,7 +466,13 @@ def run_batch(
     )
     if todo:
         engine = engine or Engine.load(settings)
-        processor = Processor(engine, settings, layout, report, force=force)
+        # Throughput mode decodes several files ahead so short files keep the batches full.
+        workers = 1
+        if settings.throughput:
+            from .throughput import prepare_workers
+
+            workers = prepare_workers()
+        processor = Processor(engine, settings, layout, report, force=force, decode_workers=workers)
         progress = _Progress(len(todo))
         try:
             if settings.throughput:

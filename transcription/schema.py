@@ -106,8 +106,8 @@ def sanitize(segments: list[Segment], duration: float) -> list[Segment]:
             we = min(max(w.end, ws), end)
             words.append(Word(w.word, ws, we, w.probability))
         text = seg.text.strip()
-        if not text and not words:
-            continue
+        if not any(ch.isalnum() for ch in text):
+            continue  # "", "...", "-": Whisper's marks on silence and noise, never speech
         out.append(Segment(len(out), start, end, text, seg.avg_logprob, seg.no_speech_prob, words))
         previous_end = end
     # Rounding to milliseconds must not re-create an overlap or push a word out.
