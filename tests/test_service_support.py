@@ -38,6 +38,7 @@ class Server:
     log_path: Path
     proc: subprocess.Popen | None = None
     extra_args: list[str] = field(default_factory=list)
+    wrapper: list[str] = field(default_factory=list)  # a command prefix, e.g. to run it as another host
 
     @property
     def url(self) -> str:
@@ -55,6 +56,7 @@ class Server:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "transcription",
@@ -118,8 +120,11 @@ class Server:
         return None
 
     def uploads_left(self) -> list[Path]:
+        """Upload files left on disk (each process keeps its own folder and a lease file beside it)."""
         folder = self.root / ".slower-whisper" / "uploads"
-        return sorted(folder.rglob("*")) if folder.exists() else []
+        if not folder.exists():
+            return []
+        return sorted(p for p in folder.rglob("*") if p.is_file() and ".leases" not in p.parts)
 
 
 def make_server(tmp: Path, name: str, **env_extra: str) -> Server:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -13,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+log = logging.getLogger(__name__)
 
 # Extensions we treat as media. Anything else in raw_audio/ (notes, checksums) is ignored, not failed.
 MEDIA_EXTENSIONS = frozenset(
@@ -283,8 +286,19 @@ class Lease:
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.path.stem}", daemon=True)
         self._thread.start()
 
+    def held(self) -> bool:
+        """Whether the lease file still names this holder (after a stall past the TTL it may not)."""
+        try:
+            return json.loads(self.path.read_bytes()).get("token") == self.token
+        except (OSError, ValueError):
+            return False
+
     def _beat(self) -> None:
         while not self._stop.wait(max(1.0, self.ttl_s / 4)):
+            if not self.held():
+                # Taken over after a stall: renewing now would overwrite the successor's claim.
+                log.warning("lease lost to another worker", extra={"key": self.key})
+                return
             with contextlib.suppress(OSError):
                 atomic_write_bytes(self.path, self._record())
 
@@ -292,12 +306,9 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        try:
-            held = json.loads(self.path.read_bytes())
-            if held.get("token") == self.token:
+        if self.held():
+            with contextlib.suppress(OSError):
                 self.path.unlink()
-        except (OSError, ValueError):
-            pass
 
 
 def _lease_is_stale(held: dict) -> bool:

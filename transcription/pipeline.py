@@ -300,8 +300,15 @@ class _Work:
 class Processor:
     """Processes claimed inputs one after another, decoding the next while the current one transcribes."""
 
-    def __init__(self, engine: Engine, settings: Settings, layout: Layout, report: RunReport,
-                 force: bool = False, decode_workers: int = 1) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        layout: Layout,
+        report: RunReport,
+        force: bool = False,
+        decode_workers: int = 1,
+    ) -> None:
         self.force = force
         self.engine = engine
         self.settings = settings

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, start-up (background model load, job resume) and shutdown."""
+"""The FastAPI application: routes, start-up (background model load, the job runner) and shutdown."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ from transcription.layout import Layout
 
 from . import formats
 from .errors import ApiError
-from .jobs import JobRunner, JobStore, valid_id
+from .jobs import JobStore, new_id, valid_id
 from .metrics import Metrics, MetricsMiddleware
+from .runner import JobRunner
 from .scheduler import QueueFull, Scheduler, ShuttingDown
-from .uploads import Upload, receive_upload
+from .uploads import Upload, UploadSpace, receive_upload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +42,7 @@ T = TypeVar("T")
 STATIC = Path(__file__).with_name("static")
 GRACE_S = 25.0  # SIGTERM to exit, all work included (Kubernetes waits 30 s by default before SIGKILL)
 OPENAI_MODEL_ALIAS = "whisper-1"
+UPLOAD_SWEEP_S = 30.0  # how often upload folders of dead replicas are looked for
 
 
 @dataclass
@@ -51,6 +53,8 @@ class Service:
     layout: Layout
     scheduler: Scheduler
     store: JobStore
+    runner: JobRunner
+    space: UploadSpace
     metrics: Metrics
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     engine: Any = None
@@ -58,14 +62,13 @@ class Service:
     loaded_at: int = 0
     shutdown_deadline: float | None = None  # monotonic; set when a stop signal arrives
     on_fatal: Callable[[int], None] | None = None
-    runner: JobRunner | None = None
     work_seconds: float = 5.0  # moving average of one transcription's run time, for Retry-After
     exit_code: int = 0
     loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def uploads(self) -> Path:
-        return self.layout.state / "uploads"
+        return self.space.folder
 
     @property
     def max_bytes(self) -> int:
@@ -79,7 +82,7 @@ class Service:
 
     def retry_after(self) -> int:
         """Seconds until a place in the queue is likely free."""
-        waits = (self.scheduler.waiting + 1) / self.scheduler.workers
+        waits = (self.scheduler.waiting + self.runner.places + 1) / self.scheduler.workers
         return max(1, min(120, math.ceil(self.work_seconds * waits)))
 
 
@@ -104,27 +107,34 @@ def create_app(
     layout = Layout(settings.root)
     metrics = Metrics()
     scheduler = Scheduler(settings.workers, settings.queue_size)
-    store = JobStore(layout.jobs)
-    svc = Service(
-        settings=settings, layout=layout, scheduler=scheduler, store=store, metrics=metrics, on_fatal=on_fatal
+    store = JobStore(layout.jobs, settings.lease_ttl)
+    space = UploadSpace(layout.state / "uploads", settings.lease_ttl)
+    sweep = _Every(UPLOAD_SWEEP_S, space.sweep)
+    # `svc` is bound below; the runner only calls these once the app runs.
+    runner = JobRunner(
+        store, scheduler, lambda *a: _transcribe(svc, *a), _describe, lambda: svc.ready.is_set(), sweep
     )
-    metrics.bind(lambda: scheduler.waiting, lambda: scheduler.running)
+    svc = Service(
+        settings=settings,
+        layout=layout,
+        scheduler=scheduler,
+        store=store,
+        runner=runner,
+        space=space,
+        metrics=metrics,
+        on_fatal=on_fatal,
+    )
+    metrics.bind(lambda: scheduler.waiting + runner.places, lambda: scheduler.running)
     metrics.add_jobs(store.counts)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         svc.ready = asyncio.Event()
         svc.loop = asyncio.get_running_loop()
-        svc.uploads.mkdir(parents=True, exist_ok=True)
-        # Uploads left by a killed process are never resumed: remove them.
-        for leftover in svc.uploads.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        svc.runner = JobRunner(store, scheduler, lambda *a: _transcribe(svc, *a), _describe, svc.ready)
-        resumed = store.load()
-        for record in resumed:
-            svc.runner.start(record["id"], scheduler.admit(force=True))
-        if resumed:
-            log.info("resuming %d queued job(s)", len(resumed))
+        await asyncio.to_thread(space.open)
+        # Queued jobs (this root's, whoever accepted them) and jobs whose runner died are found by the
+        # runner's scans; it claims them once the model is ready.
+        runner.start()
         loader = None
         if engine is not None:
             _set_ready(svc, engine, 0.0)
@@ -137,7 +147,8 @@ def create_app(
             if loader is not None and not loader.done():
                 loader.cancel()
             deadline = svc.shutdown_deadline or (time.monotonic() + GRACE_S)
-            await svc.runner.stop(max(0.0, deadline - time.monotonic()))
+            await runner.stop(max(0.0, deadline - time.monotonic()))
+            await asyncio.to_thread(space.close)
             scheduler.shutdown()
 
     app = FastAPI(
@@ -187,6 +198,12 @@ def create_app(
     async def create_transcription(request: Request) -> Response:
         _require_ready(svc)
         ticket = _admit(svc)
+        try:
+            return await _transcription(request, ticket)
+        finally:
+            runner.worker_freed()
+
+    async def _transcription(request: Request, ticket: Any) -> Response:
         tmp = svc.uploads / uuid.uuid4().hex
         handed_over = False
         try:
@@ -229,55 +246,57 @@ def create_app(
     async def create_job(request: Request) -> JSONResponse:
         if svc.load_error is not None:
             _require_ready(svc)
-        ticket = _admit(svc)
-        job_id = store.reserve()
+        _check_room(svc)
+        job_id = new_id()
+        staging = svc.uploads / job_id
+        runner.reserve()
         accepted = False
         try:
-            upload = await receive_upload(request, store.input_path(job_id), svc.max_bytes)
+            staging.mkdir(parents=True)
+            upload = await receive_upload(request, staging / "input", svc.max_bytes)
             opts = _options(svc, upload)
             opts.word_timestamps = "word" in _granularities(upload) or settings.word_timestamps
             callback = upload.get("callback_url") or None
             if callback is not None:
                 _check_callback(callback)
-            record = store.create(job_id, upload.filename or "upload", opts.to_dict(), callback)
-            assert svc.runner is not None
-            svc.runner.start(job_id, ticket)
+            record = store.new_record(job_id, upload.filename or "upload", opts.to_dict(), callback)
+            # From here the job is on the shared disk: this replica or any other may run it.
+            await asyncio.to_thread(store.publish, staging, record)
             accepted = True
+            runner.accepted(job_id)
             return JSONResponse(record, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
         finally:
+            runner.unreserve()
             if not accepted:
-                svc.scheduler.release(ticket)
-                store.forget_new(job_id)
+                shutil.rmtree(staging, ignore_errors=True)
 
     @v1.get("/jobs")
     async def list_jobs(status: str | None = None, limit: int = 100) -> dict[str, Any]:
-        records = [r for r in store.list() if status is None or r["status"] == status]
-        return {"object": "list", "data": [r for r in records[: max(1, min(limit, 1000))]]}
+        snap = await asyncio.to_thread(store.scan)
+        records = [r for r in reversed(snap.records) if status is None or r["status"] == status]
+        return {"object": "list", "data": records[: max(1, min(limit, 1000))]}
 
     @v1.get("/jobs/{job_id}")
     async def get_job(job_id: str) -> dict[str, Any]:
-        return _job(store, job_id)
+        return await _job(store, job_id)
 
     @v1.get("/jobs/{job_id}/result")
     async def get_job_result(job_id: str, format: str = "json") -> Response:  # noqa: A002 - API name
-        record = _job(store, job_id)
+        record = await _job(store, job_id)
         if record["status"] != "succeeded":
             raise ApiError(
                 409, f"job {job_id} is {record['status']}, no result", "job_not_finished", param="job_id"
             )
-        doc = await asyncio.to_thread(store.read_result, job_id)
+        try:
+            doc = await asyncio.to_thread(store.read_result, job_id)
+        except FileNotFoundError:  # deleted between the two reads
+            raise ApiError(404, f"no job {job_id!r}", "job_not_found", param="job_id") from None
         return formats.result_response(doc, format)
 
     @v1.delete("/jobs/{job_id}")
     async def delete_job(job_id: str) -> dict[str, Any]:
-        _job(store, job_id)
-        state = store.delete(job_id)
-        if state == "running":
-            raise ApiError(
-                409, f"job {job_id} is running; delete it once it has finished", "job_running", param="job_id"
-            )
-        assert svc.runner is not None
-        svc.runner.cancel(job_id)
+        await _job(store, job_id)
+        await runner.delete(job_id)
         return {"id": job_id, "object": "transcription.job", "deleted": True}
 
     app.include_router(v1)
@@ -311,6 +330,7 @@ def _set_ready(svc: Service, engine: Any, seconds: float) -> None:
     if svc.settings.resolved_device() == "cuda":
         svc.metrics.add_gpu()
     svc.ready.set()
+    svc.runner.kick()  # queued jobs can start now
     log.info("model %s ready (loaded in %.1f s)", svc.settings.model, seconds)
 
 
@@ -435,7 +455,7 @@ def _require_ready(svc: Service) -> None:
 
 def _admit(svc: Service):
     try:
-        return svc.scheduler.admit()
+        return svc.scheduler.admit(extra=svc.runner.places)
     except QueueFull:
         raise ApiError(
             429,
@@ -446,6 +466,37 @@ def _admit(svc: Service):
         ) from None
     except ShuttingDown:
         raise ApiError(503, "the server is shutting down", "shutting_down", retry_after=5) from None
+
+
+def _check_room(svc: Service) -> None:
+    """Refuse a job (429/503) when this replica's queue is full, as for a transcription request."""
+    try:
+        svc.scheduler.check(extra=svc.runner.places)
+    except QueueFull:
+        raise ApiError(
+            429,
+            f"the server is busy ({svc.scheduler.running} running, "
+            f"{svc.scheduler.waiting + svc.runner.places} waiting); retry later",
+            "queue_full",
+            retry_after=svc.retry_after(),
+        ) from None
+    except ShuttingDown:
+        raise ApiError(503, "the server is shutting down", "shutting_down", retry_after=5) from None
+
+
+class _Every:
+    """Call `fn` at most once per `interval` seconds (housekeeping run from the job scan)."""
+
+    def __init__(self, interval: float, fn: Callable[[], None]) -> None:
+        self.interval = interval
+        self.fn = fn
+        self.last = -math.inf
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.fn()
 
 
 def _model_names(settings: Settings) -> list[str]:
@@ -516,8 +567,9 @@ def _check_callback(url: str) -> None:
         )
 
 
-def _job(store: JobStore, job_id: str) -> dict[str, Any]:
-    record = store.get(job_id) if valid_id(job_id) else None
+async def _job(store: JobStore, job_id: str) -> dict[str, Any]:
+    """The record from disk (any replica may have changed it), or 404."""
+    record = await asyncio.to_thread(store.read, job_id) if valid_id(job_id) else None
     if record is None:
         raise ApiError(404, f"no job {job_id!r}", "job_not_found", param="job_id")
     return record

@@ -1,43 +1,46 @@
-"""Jobs: transcriptions accepted now and done in the background, recorded on disk under
-``<root>/.slower-whisper/jobs/<id>/`` so that a restarted server resumes queued work and keeps results.
+"""Job records on disk: ``<root>/.slower-whisper/jobs/<id>/``, shared by every server replica on the root.
 
 Each job folder holds ``job.json`` (the record, rewritten atomically on every change), the uploaded file
-while the job waits, and ``result.json`` (the transcript document) once it succeeded. A job that was
-running when the process died is queued again on start-up, up to MAX_ATTEMPTS starts in all, so one input
-that crashes the process cannot crash it forever.
+while the job waits, ``result.json`` (the transcript document) once it succeeded, and ``deleted`` once a
+client deleted it while another process held it. The folder appears whole: the upload and its first record
+are written in the accepting process's upload space and renamed into ``jobs/``.
+
+The disk is the only source of truth: every read goes to the files, so any replica answers for any job.
+Who may write a record after it was created is decided by the job's lease (``jobs/.leases/``): see
+runner.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from transcription.layout import atomic_write_json
-
-from .scheduler import Scheduler, ShuttingDown, Ticket
+from transcription.layout import Lease, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "succeeded", "failed")
-MAX_ATTEMPTS = 3
-CALLBACK_TIMEOUT_S = 10.0
+FINAL = ("succeeded", "failed")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 RECORD = "job.json"
 RESULT = "result.json"
 INPUT = "input"
+DELETED = "deleted"
+LEASES = ".leases"
+# A folder without a record is a removal cut short (or a leftover of an older version); it is swept once it
+# has been left alone this long, so a removal in progress elsewhere is never raced.
+ORPHAN_AGE_S = 3600.0
 
 
 def new_id() -> str:
@@ -48,13 +51,25 @@ def valid_id(job_id: str) -> bool:
     return bool(_ID.match(job_id))
 
 
-class JobStore:
-    """The job records: on disk for durability, mirrored in memory for listing and counting."""
+@dataclass
+class Snapshot:
+    """One pass over the jobs folder."""
 
-    def __init__(self, folder: Path) -> None:
+    records: list[dict[str, Any]] = field(default_factory=list)  # oldest first, deleted ones left out
+    deleted: list[str] = field(default_factory=list)  # marked deleted, folder still there
+
+
+class JobStore:
+    """Reads and writes job folders. Holds no state of its own beyond a read cache keyed by file identity."""
+
+    def __init__(self, folder: Path, lease_ttl: float) -> None:
         self.folder = folder
-        self.lock = threading.Lock()
-        self._records: dict[str, dict[str, Any]] = {}
+        self.leases = folder / LEASES
+        self.lease_ttl = lease_ttl
+        self._lock = threading.Lock()
+        # id -> ((inode, mtime_ns, size), record): every rewrite is a rename, so a new inode = new content.
+        self._cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._counts: dict[str, int] = dict.fromkeys(STATES, 0)
 
     def dir(self, job_id: str) -> Path:
         return self.folder / job_id
@@ -62,48 +77,17 @@ class JobStore:
     def input_path(self, job_id: str) -> Path:
         return self.dir(job_id) / INPUT
 
-    def load(self) -> list[dict[str, Any]]:
-        """Read every record; return the jobs to resume (queued, or interrupted while running), oldest
-        first."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        resume = []
-        for path in sorted(self.folder.iterdir()):
-            if not (path.is_dir() and valid_id(path.name)):
-                continue
-            try:
-                record = json.loads((path / RECORD).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                # A folder without a readable record is an upload that never got accepted.
-                log.warning("removing incomplete job folder %s", path)
-                shutil.rmtree(path, ignore_errors=True)
-                continue
-            if record.get("status") == "running":
-                if record.get("attempts", 0) >= MAX_ATTEMPTS:
-                    record.update(
-                        status="failed",
-                        finished_at=_now(),
-                        error={
-                            "message": f"interrupted {record['attempts']} times while running; not retried",
-                            "code": "interrupted",
-                        },
-                    )
-                    self._drop_inputs(path.name)
-                else:
-                    record["status"] = "queued"
-                atomic_write_json(path / RECORD, record)
-            self._records[path.name] = record
-            if record["status"] == "queued":
-                resume.append(record)
-        resume.sort(key=lambda r: (r.get("created_at", 0), r["id"]))
-        return resume
+    def lease(self, job_id: str) -> Lease:
+        return Lease(self.leases, job_id, self.lease_ttl)
 
-    def reserve(self) -> str:
-        job_id = new_id()
-        self.dir(job_id).mkdir(parents=True)
-        return job_id
+    def ensure(self) -> None:
+        self.leases.mkdir(parents=True, exist_ok=True)
 
-    def create(self, job_id: str, filename: str, options: dict[str, Any], callback_url: str | None) -> dict:
-        record = {
+    # ---------------------------------------------------------------- create
+
+    @staticmethod
+    def new_record(job_id: str, filename: str, options: dict[str, Any], callback_url: str | None) -> dict:
+        return {
             "id": job_id,
             "object": "transcription.job",
             "status": "queued",
@@ -114,174 +98,133 @@ class JobStore:
             "options": options,
             "callback_url": callback_url,
             "attempts": 0,
+            "worker": None,
             "duration": None,
             "error": None,
         }
-        with self.lock:
-            atomic_write_json(self.dir(job_id) / RECORD, record)
-            self._records[job_id] = record
-        return dict(record)
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        with self.lock:
-            record = self._records.get(job_id)
-            return dict(record) if record else None
+    def publish(self, staging: Path, record: dict[str, Any]) -> None:
+        """Write the first record beside the upload in `staging`, then move the whole folder into jobs/."""
+        atomic_write_json(staging / RECORD, record)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, self.dir(record["id"]))
 
-    def list(self) -> list[dict[str, Any]]:
-        with self.lock:
-            records = [dict(r) for r in self._records.values()]
-        return sorted(records, key=lambda r: (r.get("created_at", 0), r["id"]), reverse=True)
+    # ---------------------------------------------------------------- read
+
+    def read(self, job_id: str) -> dict[str, Any] | None:
+        """The record as it is on disk now; None when unknown or deleted."""
+        folder = self.dir(job_id)
+        if (folder / DELETED).exists():
+            return None
+        try:
+            return json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def is_deleted(self, job_id: str) -> bool:
+        return (self.dir(job_id) / DELETED).exists()
+
+    def scan(self) -> Snapshot:
+        """Every record in the folder, oldest first. Unchanged files are not read again."""
+        snap = Snapshot()
+        seen: set[str] = set()
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if not (valid_id(entry.name) and entry.is_dir()):
+                continue
+            job_id = entry.name
+            folder = Path(entry.path)
+            if (folder / DELETED).exists():
+                snap.deleted.append(job_id)
+                continue
+            record = self._read_cached(job_id, folder)
+            if record is None:
+                self._sweep_orphan(folder)
+                continue
+            seen.add(job_id)
+            snap.records.append(record)
+        snap.records.sort(key=lambda r: (r.get("created_at", 0), r["id"]))
+        found = Counter(r.get("status") for r in snap.records)
+        with self._lock:
+            for gone in set(self._cache) - seen:
+                del self._cache[gone]
+            self._counts = {state: found.get(state, 0) for state in STATES}
+        return snap
 
     def counts(self) -> dict[str, int]:
-        with self.lock:
-            found = Counter(r["status"] for r in self._records.values())
-        return {state: found.get(state, 0) for state in STATES}
-
-    def update(self, job_id: str, only_if: str | None = None, **changes: Any) -> dict[str, Any] | None:
-        """Apply `changes` (when the job exists, and is in state `only_if` if given) and persist them."""
-        with self.lock:
-            record = self._records.get(job_id)
-            if record is None or (only_if is not None and record["status"] != only_if):
-                return None
-            record.update(changes)
-            atomic_write_json(self.dir(job_id) / RECORD, record)
-            return dict(record)
-
-    def delete(self, job_id: str) -> str | None:
-        """Remove a job that is not running; returns the state it had (None when unknown)."""
-        with self.lock:
-            record = self._records.get(job_id)
-            if record is None:
-                return None
-            if record["status"] == "running":
-                return "running"
-            del self._records[job_id]
-            shutil.rmtree(self.dir(job_id), ignore_errors=True)
-            return record["status"]
-
-    def forget_new(self, job_id: str) -> None:
-        """Remove the folder of a job whose upload failed before it was recorded."""
-        shutil.rmtree(self.dir(job_id), ignore_errors=True)
-
-    def write_result(self, job_id: str, doc: dict[str, Any]) -> None:
-        atomic_write_json(self.dir(job_id) / RESULT, doc)
+        """Jobs by state as of the last scan (the metrics read this; it does no I/O)."""
+        with self._lock:
+            return dict(self._counts)
 
     def read_result(self, job_id: str) -> dict[str, Any]:
         return json.loads((self.dir(job_id) / RESULT).read_text(encoding="utf-8"))
 
-    def _drop_inputs(self, job_id: str) -> None:
-        for path in self.dir(job_id).iterdir():
-            if path.name not in (RECORD, RESULT):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+    # ---------------------------------------------------------------- write (lease holders only)
 
+    def write(self, record: dict[str, Any]) -> None:
+        folder = self.dir(record["id"])
+        if not folder.is_dir():
+            # Removed meanwhile; atomic_write_json would create the folder again with a lone record in it.
+            raise FileNotFoundError(f"job folder {folder} is gone")
+        atomic_write_json(folder / RECORD, record)
 
-# work(input_path, wav_path, file_label, options) -> transcript document; runs in a worker thread.
-Work = Callable[[Path, Path, str, dict[str, Any]], dict[str, Any]]
-# describe(exception) -> (message, code) for a failed job's record.
-Describe = Callable[[BaseException], tuple[str, str]]
+    def write_result(self, job_id: str, doc: dict[str, Any]) -> None:
+        atomic_write_json(self.dir(job_id) / RESULT, doc)
 
+    def drop_inputs(self, job_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.dir(job_id).iterdir():
+                if path.name not in (RECORD, RESULT, DELETED):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
 
-class JobRunner:
-    """Feeds queued jobs through the shared Scheduler once the model is ready, then fires callbacks."""
+    def remove(self, job_id: str) -> None:
+        """Delete the job's folder. The record goes first, so no reader ever sees a half-removed job."""
+        folder = self.dir(job_id)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (folder / RECORD).unlink()
+        shutil.rmtree(folder, ignore_errors=True)
 
-    def __init__(
-        self, store: JobStore, scheduler: Scheduler, work: Work, describe: Describe, ready: asyncio.Event
-    ) -> None:
-        self.store = store
-        self.scheduler = scheduler
-        self.work = work
-        self.describe = describe
-        self.ready = ready
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._callbacks: set[asyncio.Task[None]] = set()
+    # ---------------------------------------------------------------- any replica
 
-    def start(self, job_id: str, ticket: Ticket) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(job_id, ticket), name=f"job-{job_id}")
-        self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+    def mark_deleted(self, job_id: str) -> None:
+        """Ask the process holding the job to remove it when it lets go (it checks before and after a run)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir(job_id) / DELETED).touch()
 
-    def cancel(self, job_id: str) -> None:
-        task = self._tasks.get(job_id)
-        if task is not None:
-            task.cancel()
-
-    async def _run(self, job_id: str, ticket: Ticket) -> None:
+    def _read_cached(self, job_id: str, folder: Path) -> dict[str, Any] | None:
+        path = folder / RECORD
         try:
-            await self.ready.wait()
-            record = await self.scheduler.run(ticket, lambda: self._execute(job_id))
-        except (ShuttingDown, asyncio.CancelledError):
-            self.scheduler.release(ticket)
-            return  # still queued on disk (or deleted): a restart picks it up
-        if record is not None and record.get("callback_url"):
-            task = asyncio.get_running_loop().create_task(self._callback(record))
-            self._callbacks.add(task)
-            task.add_done_callback(self._callbacks.discard)
-
-    def _execute(self, job_id: str) -> dict[str, Any] | None:
-        """In a worker thread: run one job to a final state, recorded on disk whatever happens."""
-        current = self.store.get(job_id)
-        if current is None:
-            return None  # deleted while it waited
-        record = self.store.update(
-            job_id,
-            only_if="queued",
-            status="running",
-            started_at=_now(),
-            attempts=current.get("attempts", 0) + 1,
-        )
-        if record is None:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        folder = self.store.dir(job_id)
-        wav = folder / "audio.wav"
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._cache.get(job_id)
+        if cached is not None and cached[0] == key:
+            return dict(cached[1])
         try:
-            doc = self.work(self.store.input_path(job_id), wav, record["file"], record["options"])
-            self.store.write_result(job_id, doc)
-            final = self.store.update(
-                job_id, status="succeeded", finished_at=_now(), duration=doc.get("duration"), error=None
-            )
-        except Exception as exc:  # noqa: BLE001 - every failure becomes the job's recorded error
-            message, code = self.describe(exc)
-            log.warning("job %s failed: %s", job_id, message)
-            final = self.store.update(
-                job_id, status="failed", finished_at=_now(), error={"message": message, "code": code}
-            )
-        with self.store.lock:
-            self.store._drop_inputs(job_id)
-        return final
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:  # cannot happen with atomic writes; say so rather than hide the job
+            log.error("job record %s is unreadable: %s", path, exc)
+            return None
+        with self._lock:
+            self._cache[job_id] = (key, record)
+        return dict(record)
 
-    async def _callback(self, record: dict[str, Any]) -> None:
-        """POST the final record to the job's callback_url: best effort, with a timeout, logged."""
-        url = record["callback_url"]
-        outcome: dict[str, Any] = {"at": _now()}
+    def _sweep_orphan(self, folder: Path) -> None:
         try:
-            async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_S, follow_redirects=False) as client:
-                response = await client.post(url, json=record)
-            outcome["status_code"] = response.status_code
-            log.info("job %s callback to %s answered %s", record["id"], url, response.status_code)
-        except httpx.HTTPError as exc:
-            outcome["error"] = f"{type(exc).__name__}: {exc}"
-            log.warning("job %s callback to %s failed: %s", record["id"], url, outcome["error"])
-        self.store.update(record["id"], callback=outcome)
-
-    async def stop(self, timeout: float) -> None:
-        """On shutdown: let running jobs finish within `timeout`, put back as queued those that did not."""
-        # Jobs still waiting for the model are dropped from memory (they stay queued on disk); those waiting
-        # for a worker were already refused by Scheduler.close(); running ones finish and fire callbacks.
-        for job_id, task in list(self._tasks.items()):
-            record = self.store.get(job_id)
-            if record is None or record["status"] == "queued":
-                task.cancel()
-        finished = await self.scheduler.wait_idle(timeout)
-        if self._callbacks:
-            await asyncio.wait(self._callbacks, timeout=min(CALLBACK_TIMEOUT_S, max(timeout, 1.0)))
-        if not finished:
-            for record in self.store.list():
-                if record["status"] == "running":
-                    log.warning(
-                        "job %s still running at shutdown; queued again for the next start", record["id"]
-                    )
-                    self.store.update(record["id"], only_if="running", status="queued", started_at=None)
+            newest = max([folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.iterdir()])
+        except OSError:
+            return
+        if time.time() - newest > ORPHAN_AGE_S:
+            log.warning("removing job folder without a record: %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _now() -> float:

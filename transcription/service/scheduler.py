@@ -1,7 +1,8 @@
 """A bounded worker pool for inference, shared by synchronous requests and jobs.
 
 At most `workers` calls run at once, in threads (CTranslate2 releases the GIL, so they really run in
-parallel); at most `queue_size` more wait their turn, first come first served. Admission is decided up front
+parallel); at most `queue_size` more wait their turn, first come first served (jobs accepted by this
+process and still queued on disk count as waiting: see runner.py). Admission is decided up front
 (`admit`), so a request that cannot be served is refused with 429 before its upload is stored, and a caller
 that gives up while waiting (client disconnect, shutdown) leaves the line without ever starting.
 """
@@ -53,12 +54,28 @@ class Scheduler:
     def waiting(self) -> int:
         return self._admitted - self._running
 
-    def admit(self, force: bool = False) -> Ticket:
-        """Reserve a place, or raise QueueFull (ShuttingDown after close). `force` skips the bound."""
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check(self, extra: int = 0) -> None:
+        """Raise QueueFull when `extra` more places (queued jobs) would not fit; ShuttingDown after close."""
         if self._closed:
             raise ShuttingDown
-        if not force and self._admitted >= self.workers + self.queue_size:
+        if self._admitted + extra >= self.workers + self.queue_size:
             raise QueueFull
+
+    def admit(self, force: bool = False, extra: int = 0) -> Ticket:
+        """Reserve a place, or raise QueueFull (ShuttingDown after close). `extra`: places held outside the
+        scheduler (jobs queued on disk); `force` skips the bound."""
+        if self._closed:
+            raise ShuttingDown
+        if not force:
+            self.check(extra)
         self._admitted += 1
         return Ticket()
 

@@ -9,6 +9,8 @@ Form fields (model, language, ...) are small and kept in memory under their own 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from typing import BinaryIO
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
+
+from transcription.layout import OWNER_HOST, PROCESS_TOKEN, Lease
 
 from .errors import ApiError
 
@@ -190,3 +194,46 @@ async def _drain(stream: AsyncIterator[bytes]) -> None:
             seen += len(chunk)
             if seen > DRAIN_MAX_BYTES or time.monotonic() > deadline:
                 return
+
+
+class UploadSpace:
+    """This process's folder for uploads in progress: ``<root>/.slower-whisper/uploads/<host>-<pid>-<n>/``.
+
+    Several replicas share the root, so none may wipe the uploads folder at start-up: each keeps its own
+    subfolder under a lease (renewed while the process lives), and a subfolder whose lease went stale (its
+    process died) is removed by whichever replica sweeps next.
+    """
+
+    def __init__(self, parent: Path, lease_ttl: float) -> None:
+        self.parent = parent
+        self.leases = parent / ".leases"
+        self.lease_ttl = lease_ttl
+        self.folder = parent / f"{OWNER_HOST}-{os.getpid()}-{PROCESS_TOKEN[:8]}"
+        self._lease = Lease(self.leases, self.folder.name, lease_ttl)
+
+    def open(self) -> None:
+        if not self._lease.acquire():
+            raise RuntimeError(f"upload folder {self.folder} is leased by another process")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Remove the upload folders of processes that are gone (their uploads can never be resumed)."""
+        try:
+            entries = [p for p in self.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except FileNotFoundError:
+            return
+        for path in entries:
+            if path == self.folder:
+                continue
+            lease = Lease(self.leases, path.name, self.lease_ttl)
+            if lease.acquire():
+                try:
+                    shutil.rmtree(path, ignore_errors=True)
+                finally:
+                    lease.release()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()  # only when empty: a request still writing keeps its files
+        self._lease.release()
