@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,25 +169,23 @@ class Engine:
                     {"start": t, "end": min(t + 30.0, seconds)} for t in np.arange(0.0, seconds, 30.0)
                 ]
         raw, info = pipeline.transcribe(chunk, **kwargs)  # type: ignore[attr-defined]
-        out = []
-        for s in raw:
-            words = [
-                Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in (s.words or [])
-            ]
-            out.append(
-                Segment(
-                    0,
-                    float(s.start),
-                    float(s.end),
-                    s.text,
-                    float(s.avg_logprob),
-                    float(s.no_speech_prob),
-                    words,
-                )
-            )
+        out = from_faster_whisper(raw)
         if o.batch_size > 1:
             out = split_segments(out)  # a batched chunk comes back as one segment of up to 30 s
         return out, info
+
+
+def from_faster_whisper(raw: Iterable[Any]) -> list[Segment]:
+    """faster-whisper's Segment/Word records (consumed lazily as they decode) as ours."""
+    out = []
+    for s in raw:
+        words = [Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in (s.words or [])]
+        out.append(
+            Segment(
+                0, float(s.start), float(s.end), s.text, float(s.avg_logprob), float(s.no_speech_prob), words
+            )
+        )
+    return out
 
 
 # Where a long segment may be cut: after a sentence end, or at a silence between words.

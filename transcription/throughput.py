@@ -39,7 +39,7 @@ import numpy as np
 from . import asr, audio, pipeline, schema
 from .asr import AsrResult
 from .layout import Input
-from .schema import Segment, Word
+from .schema import Segment
 
 log = logging.getLogger(__name__)
 
@@ -487,22 +487,7 @@ class _Packer:
             restored = restore_speech_timestamps(w.results, w.clips, audio.SAMPLE_RATE)
         else:
             restored = w.results
-        found = []
-        for s in restored:
-            words = [
-                Word(x.word, float(x.start), float(x.end), float(x.probability)) for x in (s.words or [])
-            ]
-            found.append(
-                Segment(
-                    0,
-                    float(s.start),
-                    float(s.end),
-                    s.text,
-                    float(s.avg_logprob),
-                    float(s.no_speech_prob),
-                    words,
-                )
-            )
+        found = asr.from_faster_whisper(restored)
         f.segments.extend(asr.shift_segment(seg, w.offset_s) for seg in asr.split_segments(found))
         w.results = []
         f.windows_done += 1
