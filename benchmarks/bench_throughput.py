@@ -5,10 +5,12 @@ condition_on_previous_text off, hallucination_silence_threshold 2.0):
 
   (a) bare:    `WhisperModel.transcribe` file by file (faster-whisper's sequential decoder)
   (b) batched: `BatchedInferencePipeline.transcribe` file by file, batch N
-  (c) ours:    `slower-whisper transcribe --throughput --batch-size N` (chunks of many files per batch)
+  (c) ours:    `slower-whisper transcribe --throughput` (its own choice: files in parallel on CPU, packed
+               batches of an automatic size on CUDA)
+  (d) packed:  `slower-whisper transcribe --throughput --batch-size N` (chunks of many files per batch)
 
 Every system runs as its own process, timed from start to exit (process start, imports and model load
-included in all three); the model-load time each one reports is shown too, so throughput without it can be
+included in all); the model-load time each one reports is shown too, so throughput without it can be
 read off. Peak RAM is each process's maximum RSS (/usr/bin/time); on CUDA, peak VRAM is polled with
 nvidia-smi. WER uses the clips' human references.
 
@@ -323,7 +325,8 @@ def compare(args: argparse.Namespace) -> dict[str, object]:
         systems = {
             "bare": lambda: run_worker("bare", work, args),
             "batched": lambda: run_worker("batched", work, args),
-            "ours": lambda: run_ours(work, args, ["--throughput", "--batch-size", str(args.batch_size)]),
+            "ours": lambda: run_ours(work, args, ["--throughput"]),
+            "packed": lambda: run_ours(work, args, ["--throughput", "--batch-size", str(args.batch_size)]),
         }
         runs: dict[str, list[dict[str, object]]] = {k: [] for k in systems}
         for rep in range(args.repeats):
@@ -376,6 +379,7 @@ LABELS = {
     "bare": "(a) faster-whisper `WhisperModel.transcribe`, file by file",
     "batched": "(b) faster-whisper `BatchedInferencePipeline`, file by file",
     "ours": "(c) `slower-whisper transcribe --throughput`",
+    "packed": "(d) `slower-whisper transcribe --throughput --batch-size N`",
 }
 
 
@@ -417,7 +421,7 @@ def plot(results: list[dict[str, object]], path: Path) -> None:
         bars = ax.bar(xs, vals, width, label=f"{res['model']} {res['device']} batch {res['batch_size']}")
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks([k + width * (len(results) - 1) / 2 for k in range(len(names))])
-    ax.set_xticklabels(["(a) bare loop", "(b) batched, per file", "(c) --throughput"])
+    ax.set_xticklabels(["(a) bare loop", "(b) batched, per file", "(c) --throughput", "(d) packed, batch N"])
     ax.set_ylabel("audio seconds per second")
     ax.set_title("Throughput, whole process (model load included)")
     ax.legend(fontsize=8)

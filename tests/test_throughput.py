@@ -179,3 +179,26 @@ def test_packed_detects_language_per_file_like_the_per_file_path(tmp_path: Path,
     assert results["packed"]["ru"][0] == "ru" and results["packed"]["chinese"][0] == "zh"
     assert results["packed"]["jfk"][0] == "en"
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_parallel_files_on_cpu_equal_the_per_file_path(tmp_path: Path, data: Path) -> None:
+    """CPU, no batch size: files run in parallel, one per core, with the per-file path's exact output."""
+    import json
+
+    from transcription.asr import usable_cpus
+
+    clips = _clips(data)[:8]
+    for name in ("sequential", "parallel"):
+        for clip in clips:
+            add_input(tmp_path / name, clip)
+    seq = run_cli("transcribe", env=tiny_env(tmp_path / "sequential"))
+    par = run_cli("transcribe", "--throughput", env=tiny_env(tmp_path / "parallel"))
+    assert seq.returncode == 0 and par.returncode == 0, par.stderr[-3000:]
+    mode = [json.loads(line) for line in par.stderr.splitlines() if '"throughput mode"' in line]
+    assert mode and mode[0]["parallel_files"] == usable_cpus()
+    for clip in clips:
+        a = json.loads((tmp_path / "sequential" / "whisper_json" / f"{clip.stem}.json").read_text())
+        b = json.loads((tmp_path / "parallel" / "whisper_json" / f"{clip.stem}.json").read_text())
+        assert a["segments"] == b["segments"]
+    report = json.loads((tmp_path / "parallel" / ".slower-whisper" / "last-run.json").read_text())
+    assert sorted(report["done"]) == sorted(c.name for c in clips)

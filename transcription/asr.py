@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -73,9 +74,15 @@ class Engine:
         self.compute_type = compute_type
         self.load_seconds = load_seconds
         self._batched: object | None = None
+        self.workers = 1
 
     @classmethod
     def load(cls, settings: Settings, workers: int = 1) -> Engine:
+        """Load the model for `workers` concurrent transcriptions.
+
+        On CPU the cores are divided between the workers: CTranslate2's intra-op threads scale poorly on few
+        cores, so separate files in parallel use them better than one file on all of them.
+        """
         from faster_whisper import WhisperModel
 
         path = models.resolve(settings.model, settings)
@@ -83,7 +90,14 @@ class Engine:
         compute_type = settings.resolved_compute_type()
         started = time.perf_counter()
         try:
-            model = WhisperModel(str(path), device=device, compute_type=compute_type, num_workers=workers)
+            cpu_threads = max(1, usable_cpus() // workers) if device == "cpu" and workers > 1 else 0
+            model = WhisperModel(
+                str(path),
+                device=device,
+                compute_type=compute_type,
+                num_workers=workers,
+                cpu_threads=cpu_threads,
+            )
         except (RuntimeError, ValueError, OSError) as exc:
             raise models.ModelError(
                 f"cannot load model {settings.model!r} from {path} on {device} ({compute_type}): {exc}"
@@ -99,7 +113,9 @@ class Engine:
                 "seconds": round(elapsed, 3),
             },
         )
-        return cls(model, settings.model, path, device, compute_type, elapsed)
+        engine = cls(model, settings.model, path, device, compute_type, elapsed)
+        engine.workers = workers
+        return engine
 
     @property
     def multilingual(self) -> bool:
@@ -173,6 +189,18 @@ class Engine:
         if o.batch_size > 1:
             out = split_segments(out)  # a batched chunk comes back as one segment of up to 30 s
         return out, info
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a pod's CPU limit)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
 
 
 def from_faster_whisper(raw: Iterable[Any]) -> list[Segment]:

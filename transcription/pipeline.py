@@ -316,6 +316,7 @@ class Processor:
         self.report = report
         self.options = AsrOptions.from_settings(settings)
         self._decoder = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         self._decoder.shutdown(wait=True, cancel_futures=True)
@@ -348,7 +349,7 @@ class Processor:
             n += 1
             progress(n, work.inp)
             try:
-                self._finish(work)
+                self.finish(work)
             finally:
                 work.lease.release()
         if nxt is not None:  # stopped early: give the prefetched claim back
@@ -364,7 +365,7 @@ class Processor:
                 return work
         return None
 
-    def _finish(self, work: _Work) -> None:
+    def finish(self, work: _Work) -> None:
         inp = work.inp
         try:
             duration, decode_s = work.decoded.result()
@@ -383,8 +384,9 @@ class Processor:
             self._failed(inp, exc)
             return
         self.layout.failure_path(inp.stem).unlink(missing_ok=True)
-        self.report.done.append(inp.rel)
-        self.report.audio_seconds += duration
+        with self.lock:  # several workers may finish at once (throughput mode on CPU)
+            self.report.done.append(inp.rel)
+            self.report.audio_seconds += duration
         log.info(
             "transcribed",
             extra={
@@ -400,7 +402,8 @@ class Processor:
         kind = "decode" if isinstance(exc, audio.DecodeError) else type(exc).__name__
         message = str(exc) or type(exc).__name__
         entry = {"file": inp.rel, "error": message, "type": kind, "at": _now()}
-        self.report.failed.append(entry)
+        with self.lock:
+            self.report.failed.append(entry)
         if isinstance(exc, audio.DecodeError):
             log.error("failed", extra={"file": inp.rel, "error": message})
         else:
@@ -472,7 +475,10 @@ def run_batch(
         },
     )
     if todo:
-        engine = engine or Engine.load(settings)
+        if engine is None:
+            from .throughput import engine_workers
+
+            engine = Engine.load(settings, workers=engine_workers(settings) if settings.throughput else 1)
         # Throughput mode decodes several files ahead so short files keep the batches full.
         workers = 1
         if settings.throughput:
