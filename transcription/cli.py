@@ -75,7 +75,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
         "--throughput",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="pack speech from several files into shared batches (env SLOWER_WHISPER_THROUGHPUT)",
+        help="work across files: packed GPU batches, or files in parallel on CPU "
+        "(env SLOWER_WHISPER_THROUGHPUT)",
     )
 
 
