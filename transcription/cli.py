@@ -219,7 +219,12 @@ def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
     shard = parse_shard(args.shard, args.shard_count)
     stop = threading.Event()
     install_stop_signals(stop)
-    report = run_batch(settings, force=args.force, shard=shard, stop=stop)
+    strategy = None
+    if settings.throughput:
+        from .throughput import strategy as throughput_strategy
+
+        strategy = throughput_strategy(settings)
+    report = run_batch(settings, force=args.force, shard=shard, stop=stop, strategy=strategy)
     for failure in report.failed:
         print(f"FAILED {failure['file']}: {failure['error']}", file=sys.stderr)
     return report.exit_code

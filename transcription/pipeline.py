@@ -451,6 +451,19 @@ def plan(
     return todo, enrich_only
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """How a batch run uses the hardware: engine workers, decode threads, and the loop over claimed inputs.
+
+    The default is one file after another with the next file's decode overlapped; `throughput.strategy`
+    gives the throughput mode's.
+    """
+
+    engine_workers: int = 1
+    decode_workers: int = 1
+    run: Callable[[Processor, list[Input], threading.Event, Callable[[int, Input], None]], None] | None = None
+
+
 def run_batch(
     settings: Settings,
     *,
@@ -458,8 +471,10 @@ def run_batch(
     shard: tuple[int, int] | None = None,
     stop: threading.Event | None = None,
     engine: Engine | None = None,
+    strategy: Strategy | None = None,
 ) -> RunReport:
     """`slower-whisper transcribe`: every input of the root (or of one shard) not yet current."""
+    strategy = strategy or Strategy()
     stop = stop or threading.Event()
     layout = prepare_root(settings)
     report = _new_report("transcribe", shard)
@@ -475,25 +490,13 @@ def run_batch(
         },
     )
     if todo:
-        if engine is None:
-            from .throughput import engine_workers
-
-            engine = Engine.load(settings, workers=engine_workers(settings) if settings.throughput else 1)
-        # Throughput mode decodes several files ahead so short files keep the batches full.
-        workers = 1
-        if settings.throughput:
-            from .throughput import prepare_workers
-
-            workers = prepare_workers()
-        processor = Processor(engine, settings, layout, report, force=force, decode_workers=workers)
+        engine = engine or Engine.load(settings, workers=strategy.engine_workers)
+        processor = Processor(
+            engine, settings, layout, report, force=force, decode_workers=strategy.decode_workers
+        )
         progress = _Progress(len(todo))
         try:
-            if settings.throughput:
-                from .throughput import run_packed
-
-                run_packed(processor, todo, stop, progress)
-            else:
-                processor.run(todo, stop, progress)
+            (strategy.run or Processor.run)(processor, todo, stop, progress)
         finally:
             progress.close()
             processor.close()

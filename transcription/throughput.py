@@ -566,6 +566,13 @@ class _Packer:
         self.writer.shutdown(wait=True)
 
 
+def strategy(settings: Settings) -> pipeline.Strategy:
+    """The batch run's strategy in throughput mode."""
+    return pipeline.Strategy(
+        engine_workers=engine_workers(settings), decode_workers=prepare_workers(), run=run_packed
+    )
+
+
 def engine_workers(settings: Settings) -> int:
     """Concurrent transcriptions the engine is loaded for in throughput mode.
 
