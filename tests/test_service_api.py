@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +11,7 @@ import openai
 import pytest
 import test_service_support as support
 from prometheus_client.parser import text_string_to_metric_families
-from test_service_support import API_KEYS, JFK, Server, openai_client
+from test_service_support import API_KEYS, JFK, CallbackReceiver, Server, openai_client
 
 pytestmark = pytest.mark.timeout(300)
 main_server = support.main_server  # the shared server fixture
@@ -145,19 +142,6 @@ def test_bad_requests_are_json_errors(main_server: Server) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Hook.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def _wait_job(server: Server, job_id: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -169,8 +153,7 @@ def _wait_job(server: Server, job_id: str, timeout: float = 120) -> dict:
 
 
 def test_job_lifecycle_with_callback(main_server: Server) -> None:
-    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook = CallbackReceiver()
     try:
         url, h = main_server.url, main_server.headers()
         with JFK.open("rb") as fh:
@@ -178,7 +161,7 @@ def test_job_lifecycle_with_callback(main_server: Server) -> None:
                 f"{url}/v1/jobs",
                 headers=h,
                 files={"file": ("jfk.flac", fh)},
-                data={"callback_url": f"http://127.0.0.1:{hook.server_port}/done", "language": "en"},
+                data={"callback_url": hook.url, "language": "en"},
             )
         assert r.status_code == 202, r.text
         job = r.json()
@@ -196,10 +179,10 @@ def test_job_lifecycle_with_callback(main_server: Server) -> None:
             == 400
         )
         deadline = time.monotonic() + 15
-        while not _Hook.received and time.monotonic() < deadline:
+        while not hook.received and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _Hook.received and _Hook.received[0]["id"] == job["id"]
-        assert _Hook.received[0]["status"] == "succeeded"
+        assert hook.received and hook.received[0]["id"] == job["id"]
+        assert hook.received[0]["status"] == "succeeded"
         listed = httpx.get(f"{url}/v1/jobs", headers=h).json()["data"]
         assert job["id"] in {j["id"] for j in listed}
         folder = main_server.root / ".slower-whisper" / "jobs" / job["id"]
@@ -209,7 +192,7 @@ def test_job_lifecycle_with_callback(main_server: Server) -> None:
         r = httpx.get(f"{url}/v1/jobs/{job['id']}", headers=h)
         assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
     finally:
-        hook.shutdown()
+        hook.close()
 
 
 def test_failed_job_records_the_error(main_server: Server) -> None:

@@ -4,11 +4,9 @@ and a replica killed mid-job has its job finished by the other once its lease is
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_support import JFK, Server, kill_on_exit, make_server
+from test_service_support import JFK, CallbackReceiver, Server, kill_on_exit, make_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,22 +45,10 @@ def _other_host_wrapper() -> list[str]:
     return wrapper if probe.returncode == 0 and probe.stdout.strip() == OTHER_HOST else []
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Hook.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 class Replicas:
-    def __init__(self, a: Server, b: Server, hook_url: str, other_host: bool, long: Path) -> None:
-        self.a, self.b, self.hook_url, self.other_host = a, b, hook_url, other_host
+    def __init__(self, a: Server, b: Server, hook: CallbackReceiver, other_host: bool, long: Path) -> None:
+        self.a, self.b, self.hook, self.other_host = a, b, hook, other_host
+        self.hook_url = hook.url
         self.long = long  # jfk three times over (33 s): a run long enough to act on while it runs
 
     def submit(self, server: Server, audio: Path = JFK) -> str:
@@ -94,20 +80,18 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
         check=True,
         timeout=60,
     )
-    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    _Hook.received = []
+    hook = CallbackReceiver()
     try:
         a.start(wait=False)
         b.start(wait=False)
         a.wait_ready()
         b.wait_ready()
-        yield Replicas(a, b, f"http://127.0.0.1:{hook.server_port}/done", bool(a.wrapper), long)
+        yield Replicas(a, b, hook, bool(a.wrapper), long)
         assert b.stop() == 0, b.log()
     finally:
         kill_on_exit(a)
         kill_on_exit(b)
-        hook.shutdown()
+        hook.close()
 
 
 def _wait_final(server: Server, ids: list[str], timeout: float) -> dict[str, dict]:
@@ -121,14 +105,14 @@ def _wait_final(server: Server, ids: list[str], timeout: float) -> dict[str, dic
     raise AssertionError(f"jobs not finished in {timeout} s: {records}\n{server.log()}")
 
 
-def _callbacks(ids: list[str], timeout: float = 15) -> Counter:
+def _callbacks(hook: CallbackReceiver, ids: list[str], timeout: float = 15) -> Counter:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if set(ids) <= {r["id"] for r in _Hook.received}:
+        if set(ids) <= {r["id"] for r in hook.received}:
             break
         time.sleep(0.05)
     time.sleep(0.5)  # room for a duplicate to arrive
-    return Counter(r["id"] for r in _Hook.received if r["id"] in ids)
+    return Counter(r["id"] for r in hook.received if r["id"] in ids)
 
 
 def test_jobs_accepted_by_one_replica_run_once_on_both(replicas: Replicas) -> None:
@@ -144,7 +128,9 @@ def test_jobs_accepted_by_one_replica_run_once_on_both(replicas: Replicas) -> No
     assert all(r["attempts"] == 1 for r in records.values()), records  # nobody ran a job twice
     if replicas.other_host:
         assert any(w.startswith(f"{OTHER_HOST}:") for w in workers.values()), workers
-    assert _callbacks(ids) == Counter({i: 1 for i in ids})  # one callback per job, from its runner only
+    assert _callbacks(replicas.hook, ids) == Counter(
+        {i: 1 for i in ids}
+    )  # one callback per job, from its runner only
 
     listed = {j["id"] for j in httpx.get(f"{b.url}/v1/jobs", timeout=10).json()["data"]}
     assert set(ids) <= listed
@@ -177,7 +163,7 @@ def test_delete_of_a_job_running_on_the_other_replica(replicas: Replicas) -> Non
     while folder.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not folder.exists(), runner.log()  # the runner discarded it when the run ended
-    assert _callbacks([job_id], timeout=1)[job_id] == 0
+    assert _callbacks(replicas.hook, [job_id], timeout=1)[job_id] == 0
 
 
 def test_job_of_a_killed_replica_is_finished_by_the_other(replicas: Replicas) -> None:
@@ -211,6 +197,6 @@ def test_job_of_a_killed_replica_is_finished_by_the_other(replicas: Replicas) ->
         assert record["started_at"] - killed_at >= LEASE_TTL_S - HEARTBEAT_S - 0.5, (record, killed_at)
     r = httpx.get(f"{b.url}/v1/jobs/{victim}/result", params={"format": "txt"}, timeout=10)
     assert "country" in r.text.lower()
-    assert _callbacks([victim])[victim] == 1
+    assert _callbacks(replicas.hook, [victim])[victim] == 1
     leases = b.root / ".slower-whisper" / "jobs" / ".leases"
     assert [p.name for p in leases.iterdir() if p.name.endswith(".lease")] == []  # B let go; A's went
