@@ -66,6 +66,7 @@ def build_document(
     file_label: str,
     source: Path,
     timings: dict[str, float],
+    source_sha256: str | None = None,
 ) -> dict[str, Any]:
     st = source.stat()
     segments = [s.to_dict() for s in result.segments]
@@ -90,7 +91,7 @@ def build_document(
             "versions": _versions(),
             "config_fingerprint": config_fingerprint(settings),
             "settings": settings.fingerprint_fields(),
-            "source_sha256": file_sha256(source),
+            "source_sha256": source_sha256 or file_sha256(source),
             "source_size": st.st_size,
             "source_mtime_ns": st.st_mtime_ns,
             "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -100,7 +101,7 @@ def build_document(
     }
 
 
-def enrich(doc: dict[str, Any], samples: Any, settings: Settings) -> dict[str, Any]:
+def enrich(doc: dict[str, Any], samples: audio.WavReader, settings: Settings) -> dict[str, Any]:
     """Stage 2 on one document; a crash here marks the features failed instead of losing the transcript."""
     from .enrich import enrich_document
 
@@ -174,16 +175,24 @@ def _transcribe_wav(
     timings: dict[str, float],
     options: AsrOptions,
     enrich_doc: bool,
+    source_sha256: str | None = None,
 ) -> dict[str, Any]:
     reader = audio.WavReader(wav_path)
     t0 = time.perf_counter()
     result = engine.transcribe(reader, options)
     timings["transcribe"] = time.perf_counter() - t0
     doc = build_document(
-        result, engine, settings, options, file_label=file_label, source=src, timings=timings
+        result,
+        engine,
+        settings,
+        options,
+        file_label=file_label,
+        source=src,
+        timings=timings,
+        source_sha256=source_sha256,
     )
     if enrich_doc:
-        doc = enrich(doc, reader.read(), settings)
+        doc = enrich(doc, reader, settings)
     schema.validate(doc)
     return doc
 
@@ -290,11 +299,18 @@ def in_shard(inp: Input, shard: tuple[int, int] | None) -> bool:
 # ---------------------------------------------------------------- processing
 
 
+@dataclass(frozen=True)
+class Decoded:
+    duration: float
+    seconds: float
+    sha256: str
+
+
 @dataclass
 class _Work:
     inp: Input
     lease: Lease
-    decoded: Future  # -> (duration, decode seconds) or raises
+    decoded: Future  # -> Decoded, or raises
 
 
 class Processor:
@@ -334,10 +350,12 @@ class Processor:
             return None
         return _Work(inp, lease, self._decoder.submit(self._decode, inp))
 
-    def _decode(self, inp: Input) -> tuple[float, float]:
+    def _decode(self, inp: Input) -> Decoded:
         t0 = time.perf_counter()
         duration = audio.normalize(inp.path, self.layout.wav_path(inp.stem))
-        return duration, time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        # Hashed here, on the decode thread, so the source's second read overlaps the current transcription.
+        return Decoded(duration, seconds, file_sha256(inp.path))
 
     def run(self, inputs: list[Input], stop: threading.Event, progress: Callable[[int, Input], None]) -> None:
         pending = iter(inputs)
@@ -368,16 +386,18 @@ class Processor:
     def finish(self, work: _Work) -> None:
         inp = work.inp
         try:
-            duration, decode_s = work.decoded.result()
+            decoded: Decoded = work.decoded.result()
+            duration = decoded.duration
             doc = _transcribe_wav(
                 self.engine,
                 self.settings,
                 inp.path,
                 self.layout.wav_path(inp.stem),
                 file_label=inp.rel,
-                timings={"decode": decode_s},
+                timings={"decode": decoded.seconds},
                 options=self.options,
                 enrich_doc=self.settings.enrich,
+                source_sha256=decoded.sha256,
             )
             write_outputs(self.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
@@ -528,7 +548,7 @@ def _enrich_one(layout: Layout, settings: Settings, inp: Input, doc: dict, repor
         if not wav.is_file():  # the normalised WAV was cleaned away: decode once more
             audio.normalize(inp.path, wav)
         t0 = time.perf_counter()
-        doc = enrich(doc, audio.load_wav(wav), settings)
+        doc = enrich(doc, audio.WavReader(wav), settings)
         doc["meta"]["timings"]["enrich_total"] = round(time.perf_counter() - t0, 4)
         schema.validate(doc)
         write_outputs(layout, inp.stem, doc)

@@ -77,6 +77,7 @@ class _File:
     lease: Any
     decode_s: float = 0.0
     duration: float = 0.0
+    sha256: str | None = None
     frames: int = 0
     windows: list[tuple[int, int]] = field(default_factory=list)  # sample ranges, as asr.windows
     language: str | None = None
@@ -241,8 +242,10 @@ class _Packer:
 
     def prepare_first(self, work: Any) -> _Prepared:
         """Wait for the decode, then prepare the file's first window."""
-        duration, decode_s = work.decoded.result()
-        f = _File(work.inp, work.lease, decode_s=decode_s, duration=duration)
+        decoded: pipeline.Decoded = work.decoded.result()
+        f = _File(
+            work.inp, work.lease, decode_s=decoded.seconds, duration=decoded.duration, sha256=decoded.sha256
+        )
         reader = audio.WavReader(self.p.layout.wav_path(f.inp.stem))
         f.frames = reader.frames
         f.duration = reader.frames / audio.SAMPLE_RATE
@@ -534,6 +537,7 @@ class _Packer:
                 file_label=inp.rel,
                 source=inp.path,
                 timings={"decode": f.decode_s, "prepare": f.prepare_s, "transcribe": transcribe_s},
+                source_sha256=f.sha256,
             )
             if self.p.settings.enrich:
                 doc = pipeline.enrich(doc, audio.load_wav(wav), self.p.settings)
