@@ -111,8 +111,3 @@ class WavReader:
         first = int(round(start_s * SAMPLE_RATE))
         last = None if end_s is None else int(round(end_s * SAMPLE_RATE))
         return self.pcm(first, last).astype(np.float32) / 32768.0
-
-
-def load_wav(path: Path) -> np.ndarray:
-    """The whole normalised WAV as float32 in [-1, 1]."""
-    return WavReader(path).read()

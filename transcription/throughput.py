@@ -540,7 +540,7 @@ class _Packer:
                 source_sha256=f.sha256,
             )
             if self.p.settings.enrich:
-                doc = pipeline.enrich(doc, audio.load_wav(wav), self.p.settings)
+                doc = pipeline.enrich(doc, audio.WavReader(wav), self.p.settings)
             schema.validate(doc)
             pipeline.write_outputs(self.p.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch

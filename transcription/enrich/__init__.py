@@ -8,11 +8,13 @@ finished prosody untouched. See docs/enrichment.md for the fields and their hone
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import numpy as np
 
+from transcription.audio import WavReader
 from transcription.config import Settings
 
 from . import levels, prosody, render
@@ -23,6 +25,7 @@ from .emotion import (
     emotion_model_status,
     resolve_emotion_model,
 )
+from .source import AudioSource, as_source
 
 __all__ = [
     "ENRICHMENT_VERSION",
@@ -38,15 +41,13 @@ ENRICHMENT_VERSION = "1"
 FEATURES = ("prosody", "emotion")
 
 
-def enrich_document(doc: dict, audio: np.ndarray, settings: Settings) -> dict:
+def enrich_document(doc: dict, audio: np.ndarray | WavReader, settings: Settings) -> dict:
     """Add or complete ``audio_state`` on every segment of ``doc`` (in place) and return ``doc``.
 
-    ``audio`` is the file's decoded float32 mono 16 kHz signal, the same samples Stage 1 transcribed.
+    ``audio`` is the file's mono 16 kHz signal, the same samples Stage 1 transcribed: a float32 array, or
+    the normalised WAV's reader, which Stage 2 then reads only window by window.
     """
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be mono (1-D), got shape {audio.shape}")
-    audio = audio.astype(np.float32, copy=False)
+    source = as_source(audio)
     segments: list[dict[str, Any]] = doc.get("segments") or []
     meta = doc.setdefault("meta", {})
     if not isinstance(meta.get("enrichment"), dict):
@@ -69,7 +70,7 @@ def enrich_document(doc: dict, audio: np.ndarray, settings: Settings) -> dict:
             continue
         if todo:
             started = time.perf_counter()
-            run(doc, todo, audio, settings, enrichment)
+            run(doc, todo, source, settings, enrichment)
             meta["timings"][feature] = round(time.perf_counter() - started, 4)
 
     levels.assign_levels(segments)
@@ -120,10 +121,10 @@ def _belongs_to(error: str, feature: str) -> bool:
 
 
 def _run_prosody(
-    doc: dict, todo: list[dict[str, Any]], audio: np.ndarray, settings: Settings, enrichment: dict
+    doc: dict, todo: list[dict[str, Any]], source: AudioSource, settings: Settings, enrichment: dict
 ) -> None:
     try:
-        analysis = prosody.analyse_file(audio)
+        analysis = prosody.analyse_file(source, spans=[_span(seg) for seg in todo])
     except Exception as exc:  # noqa: BLE001 - any analysis failure is recorded per segment, not fatal
         for seg in todo:
             _set_feature(seg, "prosody", None, "failed", [f"prosody: analysis failed: {exc!r}"])
@@ -153,6 +154,12 @@ def _run_prosody(
             "hop_s": prosody.HOP_S,
             "min_max": "5th and 95th percentiles of voiced frames",
         },
+        "analysed": {
+            "scope": "whole file when it fits in one block, else each segment +- pad, merged when close",
+            "block_s": prosody.BLOCK_S,
+            "pad_s": prosody.REGION_PAD_S,
+            "seconds": analysis.analysed_s,
+        },
         "energy": {
             "window_s": prosody.ENERGY_WINDOW_S,
             "silence_threshold_dbfs": round(analysis.silence_db, 2),
@@ -167,11 +174,11 @@ def _run_prosody(
 
 
 def _run_emotion(
-    doc: dict, todo: list[dict[str, Any]], audio: np.ndarray, settings: Settings, enrichment: dict
+    doc: dict, todo: list[dict[str, Any]], source: AudioSource, settings: Settings, enrichment: dict
 ) -> None:
     spans = [(float(s["start"]), float(s["end"])) for s in todo]
     try:
-        results, errors, meta = _score(audio, spans, settings)
+        results, errors, meta = _score(source, spans, settings)
     except EmotionUnavailable as exc:
         for seg in todo:
             _set_feature(seg, "emotion", None, "failed", [f"emotion: {exc}"])
@@ -182,15 +189,23 @@ def _run_emotion(
     enrichment["emotion"] = meta
 
 
-def _score(audio: np.ndarray, spans: list[tuple[float, float]], settings: Settings):
+def _score(source: AudioSource, spans: list[tuple[float, float]], settings: Settings):
     from .emotion import score_segments
 
     try:
-        return score_segments(audio, spans, settings)
+        return score_segments(source, spans, settings)
     except EmotionUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. CUDA out of memory: emotion fails, the file still completes
         raise EmotionUnavailable(f"inference failed: {exc!r}") from exc
+
+
+def _span(seg: dict[str, Any]) -> tuple[float, float]:
+    """A segment's [start, end] for choosing what to analyse; unreadable times select nothing."""
+    try:
+        return float(seg["start"]), float(seg["end"])
+    except (KeyError, TypeError, ValueError):
+        return math.nan, math.nan
 
 
 def _speech_span(seg: dict[str, Any]) -> float | None:

@@ -22,6 +22,8 @@ import numpy as np
 
 from transcription.config import DEFAULT_EMOTION_MODEL, Settings
 
+from .source import AudioInput, as_source
+
 if TYPE_CHECKING:
     from .emotion_model import Wav2Vec2EmotionRegressor
 
@@ -29,6 +31,7 @@ SAMPLE_RATE = 16000
 WINDOW_S = 10.0  # the audeering model was fine-tuned on MSP-Podcast turns of a few seconds up to ~11 s
 MIN_SEGMENT_S = 0.5  # below this the model has too few frames for a meaningful pooled state
 BATCH_WINDOWS = 8
+GROUP_WINDOWS = 64  # windows read and length-sorted together: bounds memory on long files
 KNOWN_LICENCES = {DEFAULT_EMOTION_MODEL: "CC-BY-NC-SA-4.0"}
 # Files worth fetching: configs and PyTorch weights, not the ONNX export some repositories carry.
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "pytorch_model.bin", "*.md", "LICENSE*"]
@@ -258,17 +261,22 @@ def _prepare(clip: np.ndarray, normalize: bool) -> np.ndarray:
 
 
 def score_segments(
-    audio: np.ndarray, spans: list[tuple[float, float]], settings: Settings
+    audio: AudioInput, spans: list[tuple[float, float]], settings: Settings
 ) -> tuple[list[dict[str, Any]], list[list[str]], dict[str, Any]]:
-    """Emotion per span: (values, errors per span, meta). Raises EmotionUnavailable."""
+    """Emotion per span: (values, errors per span, meta). Raises EmotionUnavailable.
+
+    ``audio`` is an array or a WavReader; each window's samples are read when its group is scored, so
+    memory holds at most ``GROUP_WINDOWS`` windows of audio whatever the file's length.
+    """
+    source = as_source(audio)
     loaded = load_emotion_model(settings)
     window_samples = int(WINDOW_S * SAMPLE_RATE)
-    clips: list[np.ndarray] = []
+    parts: list[tuple[int, int]] = []
     owners: list[int] = []
     errors: list[list[str]] = [[] for _ in spans]
     for i, (start, end) in enumerate(spans):
         a = max(0, int(round(start * SAMPLE_RATE)))
-        b = min(audio.size, int(round(end * SAMPLE_RATE)))
+        b = min(source.n_samples, int(round(end * SAMPLE_RATE)))
         if (b - a) < MIN_SEGMENT_S * SAMPLE_RATE:
             errors[i].append(
                 f"emotion: segment has {max(b - a, 0) / SAMPLE_RATE:.2f} s of audio, "
@@ -276,10 +284,13 @@ def score_segments(
             )
             continue
         for wa, wb in windows(b - a, window_samples):
-            clips.append(audio[a + wa : a + wb])
+            parts.append((a + wa, a + wb))
             owners.append(i)
-    scores = raw_scores(loaded, clips) if clips else np.empty((0, len(loaded.order)))
-    weights = np.array([c.size for c in clips], dtype=np.float64)
+    scores = np.empty((len(parts), len(loaded.order)))
+    for g0 in range(0, len(parts), GROUP_WINDOWS):
+        group = parts[g0 : g0 + GROUP_WINDOWS]
+        scores[g0 : g0 + len(group)] = raw_scores(loaded, [source.samples(a, b) for a, b in group])
+    weights = np.array([b - a for a, b in parts], dtype=np.float64)
     owners_arr = np.array(owners, dtype=np.int64)
     # Too-short spans still get an object (the feature ran), with null values and the reason in errors.
     results: list[dict[str, Any]] = [

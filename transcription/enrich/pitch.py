@@ -51,6 +51,23 @@ class PitchTrack:
         return np.arange(self.f0_hz.size) * self.hop_s
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Per-frame period candidates of a run of consecutive frames, before the path is chosen."""
+
+    freq: np.ndarray  # (n, MAX_CANDIDATES) Hz, NaN where a slot is empty
+    score: np.ndarray  # (n, MAX_CANDIDATES), -inf where a slot is empty
+    level: np.ndarray  # (n,) RMS of the frame's high-passed head, for the unvoiced hypothesis
+
+    @staticmethod
+    def join(parts: list[Candidates]) -> Candidates:
+        return Candidates(
+            np.concatenate([p.freq for p in parts]),
+            np.concatenate([p.score for p in parts]),
+            np.concatenate([p.level for p in parts]),
+        )
+
+
 def track_pitch(
     audio: np.ndarray,
     sample_rate: int,
@@ -59,14 +76,55 @@ def track_pitch(
     ceiling_hz: float = CEILING_HZ,
     hop_s: float = HOP_S,
 ) -> PitchTrack:
-    """Track F0 over a whole mono signal."""
-    if floor_hz <= 0 or ceiling_hz <= floor_hz:
-        raise ValueError(f"pitch range must satisfy 0 < floor < ceiling, got {floor_hz}..{ceiling_hz}")
+    """Track F0 over a whole mono signal held in memory (long files go through ``prosody.analyse_file``)."""
+    _check_range(floor_hz, ceiling_hz)
     x = np.asarray(audio, dtype=np.float64)
-    n_frames = int(math.floor(x.size / (sample_rate * hop_s))) + 1 if x.size else 0
+    n_frames = frame_count(x.size, sample_rate, hop_s)
     if n_frames == 0:
         return PitchTrack(hop_s, np.empty(0), np.empty(0))
+    cands = frame_candidates(
+        x, 0, 0, n_frames, x.size, sample_rate, floor_hz=floor_hz, ceiling_hz=ceiling_hz, hop_s=hop_s
+    )
+    f0, strength = decode(cands, reference_level(cands.level), hop_s)
+    return PitchTrack(hop_s, f0, strength)
 
+
+def frame_count(n_samples: int, sample_rate: int, hop_s: float = HOP_S) -> int:
+    """Frames on the grid of a signal of ``n_samples``: centres 0, hop, ... up to its end."""
+    return int(math.floor(n_samples / (sample_rate * hop_s))) + 1 if n_samples else 0
+
+
+def _check_range(floor_hz: float, ceiling_hz: float) -> None:
+    if floor_hz <= 0 or ceiling_hz <= floor_hz:
+        raise ValueError(f"pitch range must satisfy 0 < floor < ceiling, got {floor_hz}..{ceiling_hz}")
+
+
+def context_samples(sample_rate: int, floor_hz: float = FLOOR_HZ) -> int:
+    """Samples a frame reaches on either side of its centre (a frame's span)."""
+    lag_max = int(math.ceil(sample_rate / floor_hz))
+    return int(WINDOW_PERIODS * lag_max) + lag_max + 2
+
+
+def frame_candidates(
+    x: np.ndarray,
+    offset: int,
+    first: int,
+    stop: int,
+    total: int,
+    sample_rate: int,
+    *,
+    floor_hz: float = FLOOR_HZ,
+    ceiling_hz: float = CEILING_HZ,
+    hop_s: float = HOP_S,
+) -> Candidates:
+    """Candidates of frames [first, stop) from ``x``, the samples [offset, offset + x.size) of a signal of
+    ``total`` samples.
+
+    ``x`` must reach ``context_samples`` beyond the outer frames' centres wherever the signal does; past
+    the signal's ends the frames see zeros, as for a whole-signal track. The high-pass runs over ``x``, so
+    a window cut from a longer signal needs a margin (a second is plenty) for its edge transients to fade.
+    """
+    _check_range(floor_hz, ceiling_hz)
     # Rumble and DC drift below the pitch floor correlate at every short lag and would pass for voicing in
     # background noise; a zero-phase high-pass removes them without shifting anything in time.
     x = sosfiltfilt(butter(4, HIGHPASS_HZ, btype="highpass", fs=sample_rate, output="sos"), x)
@@ -80,11 +138,19 @@ def track_pitch(
     # product j + tau < span ever wraps around.
     nfft = next_fast_len(span, real=True)
 
-    # Frame i covers [c - span/2, c + span/2) around its centre c = i*hop (zero-padded at both ends).
+    # Frame i covers [c - span/2, c + span/2) around its centre c = i*hop; zeros stand in beyond x, which
+    # the caller guarantees is only beyond the signal's ends.
     half = span // 2
+    centres = np.round(np.arange(first, stop) * rate * hop_s).astype(np.int64)
+    if stop > first and (
+        (offset > 0 and centres[0] - half < offset)
+        or (offset + x.size < total and centres[-1] - half + span > offset + x.size)
+    ):
+        raise ValueError("the audio window does not cover the frames' context")
     padded = np.concatenate([np.zeros(half), x, np.zeros(span)])
-    starts = np.round(np.arange(n_frames) * rate * hop_s).astype(np.int64)
-    # Running sum of squares over the whole signal gives the energy of any lagged copy by two look-ups.
+    starts = centres - offset
+    n_frames = stop - first
+    # Running sum of squares over the window gives the energy of any lagged copy by two look-ups.
     energy_csum = np.concatenate([[0.0], np.cumsum(padded**2)])
     padded32 = padded.astype(np.float32)
 
@@ -106,12 +172,21 @@ def track_pitch(
         _pick_candidates(
             rho, lag_min, lag_max, rate, floor_hz, cands_f[b0 : b0 + idx.size], cands_s[b0 : b0 + idx.size]
         )
+    return Candidates(cands_f, cands_s, level)
 
-    unvoiced = _unvoiced_strength(level)
-    f0, strength = _viterbi(cands_f, cands_s, unvoiced)
+
+def reference_level(levels: np.ndarray) -> float:
+    """The loud-frame level the unvoiced hypothesis is measured against (99th percentile)."""
+    return float(np.percentile(levels, 99)) if levels.size else 0.0
+
+
+def decode(cands: Candidates, loud: float, hop_s: float = HOP_S) -> tuple[np.ndarray, np.ndarray]:
+    """(f0, strength) of a run of consecutive frames: the Viterbi path, then the octave-outlier pass."""
+    unvoiced = _unvoiced_strength(cands.level, loud)
+    f0, strength = _viterbi(cands.freq, cands.score, unvoiced)
     _drop_octave_outliers(f0, hop_s)
     strength[np.isnan(f0)] = 0.0
-    return PitchTrack(hop_s, f0, strength)
+    return f0, strength
 
 
 def _pick_candidates(
@@ -172,9 +247,8 @@ def _drop_octave_outliers(f0: np.ndarray, hop_s: float) -> None:
         f0[a:b][far] = np.nan
 
 
-def _unvoiced_strength(level: np.ndarray) -> np.ndarray:
+def _unvoiced_strength(level: np.ndarray, loud: float) -> np.ndarray:
     """Strength of the unvoiced hypothesis: the voicing threshold, raised steeply in quiet frames."""
-    loud = float(np.percentile(level, 99)) if level.size else 0.0
     if loud <= 0.0:
         return np.full(level.shape, 10.0)  # digital silence: nothing can be voiced
     relative = level / (SILENCE_RATIO * loud)
@@ -186,16 +260,19 @@ def _viterbi(cands_f: np.ndarray, cands_s: np.ndarray, unvoiced: np.ndarray) -> 
     n, k = cands_f.shape
     log_f = np.log2(np.where(np.isfinite(cands_f), cands_f, 1.0))
     strength = np.concatenate([cands_s, unvoiced[:, None]], axis=1)  # state k is unvoiced
-    # Transition costs for every frame pair at once; the loop below then does two reductions per frame.
-    trans = np.full((n, k + 1, k + 1), VOICING_SWITCH_COST)
-    trans[:, k, k] = 0.0
-    trans[1:, :k, :k] = OCTAVE_JUMP_COST * np.abs(log_f[:-1, :, None] - log_f[1:, None, :])
     back = np.empty((n, k + 1), dtype=np.int8)
     score = strength[0].copy()
-    for t in range(1, n):
-        total = score[:, None] - trans[t]
-        back[t] = total.argmax(axis=0)
-        score = total.max(axis=0) + strength[t]
+    # Transition costs for a block of frame pairs at once (bounded memory on long runs); the inner loop
+    # then does two reductions per frame.
+    for c0 in range(1, n, BLOCK_FRAMES):
+        c1 = min(n, c0 + BLOCK_FRAMES)
+        trans = np.full((c1 - c0, k + 1, k + 1), VOICING_SWITCH_COST)
+        trans[:, k, k] = 0.0
+        trans[:, :k, :k] = OCTAVE_JUMP_COST * np.abs(log_f[c0 - 1 : c1 - 1, :, None] - log_f[c0:c1, None, :])
+        for t in range(c0, c1):
+            total = score[:, None] - trans[t - c0]
+            back[t] = total.argmax(axis=0)
+            score = total.max(axis=0) + strength[t]
     path = np.empty(n, dtype=np.int64)
     path[-1] = int(np.argmax(score))
     for t in range(n - 1, 0, -1):

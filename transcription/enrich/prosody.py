@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import pitch as pitch_mod
+from .source import AudioInput, AudioSource, as_source
 from .syllables import UnsupportedScript, count_words
 
 PROSODY_VERSION = "1"
@@ -30,17 +31,28 @@ MIN_SLOPE_FRAMES = 10
 MIN_SLOPE_SPAN_S = 0.2
 MIN_SPEECH_SPAN_S = 0.1
 FLOOR_DB = -100.0  # digital silence reads as this instead of -inf
+# Long files are read in blocks of BLOCK_S of frames; each block's samples reach MARGIN_S further either side
+# (frame context and the high-pass filter's edge transients), and only the block's own frames are kept.
+BLOCK_S = 60.0
+BLOCK_FRAMES = int(round(BLOCK_S / HOP_S)) + 1  # both ends: a 60 s file is one block
+MARGIN_S = 1.0
+# Regions analysed in a long file: each segment +- REGION_PAD_S (context for the tracker's octave check and
+# some non-speech for the pause threshold), merged when they are less than REGION_JOIN_S apart.
+REGION_PAD_S = 0.5
+REGION_JOIN_S = 1.0
 
 
 @dataclass(frozen=True)
 class FileAnalysis:
-    """Frame tracks of a whole file on one grid: frame ``i`` is centred at ``i * hop_s`` seconds."""
+    """Frame tracks of a file on one grid: frame ``i`` is centred at ``i * hop_s`` seconds; NaN in both
+    tracks where the frame was not analysed (outside every region of a long file)."""
 
     hop_s: float
     duration: float
     f0_hz: np.ndarray  # NaN where unvoiced
     energy_db: np.ndarray  # dBFS of a 25 ms window
     silence_db: float  # frames below this are pauses
+    analysed_s: float  # seconds of the file the tracks cover (all of it, or the regions of a long file)
 
     def frames(self, start: float, end: float) -> slice:
         """Frames whose centre lies in [start, end)."""
@@ -49,26 +61,94 @@ class FileAnalysis:
         return slice(first, max(first, stop))
 
 
-def analyse_file(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> FileAnalysis:
-    """F0 and energy tracks of the whole file, plus the file's pause threshold."""
-    x = np.asarray(audio, dtype=np.float64)
-    track = pitch_mod.track_pitch(x, sample_rate)
-    energy = _frame_energy_db(x, sample_rate, track.f0_hz.size)
+def analyse_file(
+    audio: AudioInput,
+    sample_rate: int = SAMPLE_RATE,
+    spans: Sequence[tuple[float, float]] | None = None,
+) -> FileAnalysis:
+    """F0 and energy tracks of a file on its 10 ms grid, plus the file's pause threshold.
+
+    ``audio`` is an array or a :class:`~transcription.audio.WavReader`; it is read in blocks of at most
+    ``BLOCK_S`` (plus a margin either side), so memory does not grow with the file. A file longer than one
+    block is analysed only in regions around ``spans`` (the segments to measure, padded by ``REGION_PAD_S``
+    and merged when close): the cost follows the speech, not the silence between. Frames outside the
+    regions are NaN in both tracks (not measured). A file that fits in one block, or ``spans=None``, is
+    analysed whole.
+    """
+    source = as_source(audio, sample_rate)
+    n_frames = pitch_mod.frame_count(source.n_samples, sample_rate, HOP_S)
+    f0 = np.full(n_frames, np.nan)
+    energy = np.full(n_frames, np.nan)
+    regions = analysis_regions(spans, n_frames, source.duration)
+    per_region: list[pitch_mod.Candidates] = []
+    for first, stop in regions:
+        parts: list[pitch_mod.Candidates] = []
+        for a in range(first, stop, BLOCK_FRAMES):
+            b = min(stop, a + BLOCK_FRAMES)
+            x, offset = _block(source, a, b)
+            parts.append(pitch_mod.frame_candidates(x, offset, a, b, source.n_samples, sample_rate))
+            energy[a:b] = _frame_energy_db(x, offset, a, b, source.n_samples, sample_rate)
+            del x
+        per_region.append(parts[0] if len(parts) == 1 else pitch_mod.Candidates.join(parts))
+    # One loudness reference for every region, so a quiet stretch is judged against the file's speech.
+    loud = pitch_mod.reference_level(np.concatenate([c.level for c in per_region] or [np.empty(0)]))
+    analysed = np.zeros(n_frames, dtype=bool)
+    for (first, stop), cands in zip(regions, per_region, strict=True):
+        f0[first:stop] = pitch_mod.decode(cands, loud, HOP_S)[0]
+        analysed[first:stop] = True
     return FileAnalysis(
-        hop_s=track.hop_s,
-        duration=x.size / sample_rate,
-        f0_hz=track.f0_hz,
+        hop_s=HOP_S,
+        duration=source.duration,
+        f0_hz=f0,
         energy_db=energy,
-        silence_db=_silence_threshold(energy),
+        silence_db=_silence_threshold(energy[analysed]),
+        analysed_s=round(sum(stop - first for first, stop in regions) * HOP_S, 2),
     )
 
 
-def _frame_energy_db(x: np.ndarray, sample_rate: int, n_frames: int) -> np.ndarray:
+def analysis_regions(
+    spans: Sequence[tuple[float, float]] | None, n_frames: int, duration: float
+) -> list[tuple[int, int]]:
+    """Frame ranges [first, stop) to analyse: the whole file, or the padded spans merged when close."""
+    if n_frames == 0:
+        return []
+    if spans is None or duration <= BLOCK_S:
+        return [(0, n_frames)]
+    padded = sorted(
+        (max(0.0, s - REGION_PAD_S), min(duration, e + REGION_PAD_S))
+        for s, e in spans
+        if math.isfinite(s) and math.isfinite(e) and e > s and s < duration
+    )
+    regions: list[tuple[int, int]] = []
+    for s, e in padded:
+        first = max(0, math.floor(s / HOP_S))
+        stop = min(n_frames, math.ceil(e / HOP_S) + 1)
+        if regions and first - regions[-1][1] <= round(REGION_JOIN_S / HOP_S):
+            regions[-1] = (regions[-1][0], max(regions[-1][1], stop))
+        elif stop > first:
+            regions.append((first, stop))
+    return regions
+
+
+def _block(source: AudioSource, first: int, stop: int) -> tuple[np.ndarray, int]:
+    """Samples around frames [first, stop) with MARGIN_S either side (clipped to the file) as float64, and
+    the index of the first one. A block spanning the whole file is the whole file: no margin to clip."""
+    rate = source.sample_rate
+    margin = int(round(MARGIN_S * rate))
+    lo = max(0, int(round(first * HOP_S * rate)) - margin)
+    hi = min(source.n_samples, int(round((stop - 1) * HOP_S * rate)) + margin)
+    return np.asarray(source.samples(lo, hi), dtype=np.float64), lo
+
+
+def _frame_energy_db(
+    x: np.ndarray, offset: int, first: int, stop: int, total: int, sample_rate: int
+) -> np.ndarray:
+    """Energy of frames [first, stop) from samples [offset, offset + x.size) of a ``total``-sample file."""
     half = int(round(ENERGY_WINDOW_S * sample_rate / 2))
     csum = np.concatenate([[0.0], np.cumsum(x**2)])
-    centres = np.round(np.arange(n_frames) * HOP_S * sample_rate).astype(np.int64)
-    lo = np.clip(centres - half, 0, x.size)
-    hi = np.clip(centres + half, 0, x.size)
+    centres = np.round(np.arange(first, stop) * HOP_S * sample_rate).astype(np.int64)
+    lo = np.clip(centres - half, 0, total) - offset
+    hi = np.clip(centres + half, 0, total) - offset
     power = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
     return np.maximum(10.0 * np.log10(np.maximum(power, 1e-30)), FLOOR_DB)
 
