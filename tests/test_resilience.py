@@ -202,3 +202,22 @@ def test_two_hour_file_memory_flat_and_no_drift(tmp_path: Path) -> None:
     assert len(starts) == 12, [s["text"] for s in doc["segments"]]
     for k, start in enumerate(starts):
         assert abs(start - 600 * k) < 0.6, f"drift at repeat {k}: {start}"
+
+
+def test_watch_in_throughput_mode(tmp_path: Path) -> None:
+    """The watcher uses the throughput mode's strategy too (on CPU: files in parallel)."""
+    (tmp_path / "raw_audio").mkdir(parents=True)
+    env = tiny_env(SLOWER_WHISPER_THROUGHPUT="true")
+    proc = _spawn("watch", "--root", str(tmp_path), "--interval", "0.5", env=env)
+    try:
+        for wav in LJ[:3]:
+            add_input(tmp_path, wav)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((tmp_path / "whisper_json").glob("*.json"))) < 3:
+            time.sleep(0.2)
+        assert sorted(p.stem for p in (tmp_path / "whisper_json").glob("*.json")) == [w.stem for w in LJ[:3]]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert '"throughput mode"' in err

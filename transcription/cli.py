@@ -11,10 +11,13 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, logsetup
 from .config import ENV_VARS, ConfigError, Settings, load_settings, parse_shard
+
+if TYPE_CHECKING:
+    from .pipeline import Strategy
 
 log = logging.getLogger("slower_whisper")
 
@@ -194,7 +197,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             stop = threading.Event()
             install_stop_signals(stop)
-            return watch(settings, stop=stop, interval=args.interval)
+            return watch(settings, stop=stop, interval=args.interval, strategy=_strategy(settings))
         if args.command == "serve":
             from .service import serve
 
@@ -213,18 +216,22 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _strategy(settings: Settings) -> Strategy | None:
+    """The throughput mode's use of the hardware when it is on; None: one file at a time."""
+    if not settings.throughput:
+        return None
+    from .throughput import strategy
+
+    return strategy(settings)
+
+
 def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import install_stop_signals, run_batch
 
     shard = parse_shard(args.shard, args.shard_count)
     stop = threading.Event()
     install_stop_signals(stop)
-    strategy = None
-    if settings.throughput:
-        from .throughput import strategy as throughput_strategy
-
-        strategy = throughput_strategy(settings)
-    report = run_batch(settings, force=args.force, shard=shard, stop=stop, strategy=strategy)
+    report = run_batch(settings, force=args.force, shard=shard, stop=stop, strategy=_strategy(settings))
     for failure in report.failed:
         print(f"FAILED {failure['file']}: {failure['error']}", file=sys.stderr)
     return report.exit_code

@@ -597,11 +597,17 @@ def _with_enrich(settings: Settings) -> Settings:
 
 
 def watch(
-    settings: Settings, *, stop: threading.Event, interval: float = 5.0, settle: float | None = None
+    settings: Settings,
+    *,
+    stop: threading.Event,
+    interval: float = 5.0,
+    settle: float | None = None,
+    strategy: Strategy | None = None,
 ) -> int:
     """Transcribe new inputs as they arrive, once each file has stopped growing; until `stop` is set."""
+    strategy = strategy or Strategy()
     layout = prepare_root(settings)
-    engine = Engine.load(settings)
+    engine = Engine.load(settings, workers=strategy.engine_workers)
     settle = interval if settle is None else settle
     seen: dict[str, tuple[int, int, float]] = {}  # rel -> (size, mtime_ns, unchanged since)
     failed_at: dict[str, tuple[int, int]] = {}  # a failed file is retried only once it changes
@@ -626,9 +632,9 @@ def watch(
                 ready.append(inp)
         if ready:
             report.inputs = len(ready)
-            processor = Processor(engine, settings, layout, report)
+            processor = Processor(engine, settings, layout, report, decode_workers=strategy.decode_workers)
             try:
-                processor.run(ready, stop, lambda n, i: None)
+                (strategy.run or Processor.run)(processor, ready, stop, lambda n, i: None)
             finally:
                 processor.close()
             for entry in report.failed:
