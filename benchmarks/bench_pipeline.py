@@ -32,6 +32,7 @@ from bench_throughput import (  # noqa: E402 - the shared helpers of this folder
     machine,
     model_path,
     references,
+    report,
     timed,
 )
 
@@ -127,13 +128,7 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    table = markdown(result)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(table)
+    report(result, markdown(result), args.out, args.markdown)
 
 
 def markdown(result: dict[str, object]) -> str:

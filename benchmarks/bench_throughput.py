@@ -383,6 +383,16 @@ LABELS = {
 }
 
 
+def report(result: dict[str, object], table: str, out: Path | None, table_path: Path | None) -> None:
+    """Print the table; write the JSON results and the table where asked."""
+    print(table)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if table_path:
+        table_path.write_text(table)
+
+
 def markdown(result: dict[str, object]) -> str:
     m = result["machine"]
     lines = [
@@ -452,13 +462,7 @@ def main() -> None:
         worker(args)
         return
     result = compare(args)
-    table = markdown(result)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(table)
+    report(result, markdown(result), args.out, args.markdown)
     if args.plot:
         plot([result], args.plot)
 
