@@ -65,7 +65,14 @@ class Engine:
     """One loaded Whisper model. `transcribe` may be called from several threads at once (up to `workers`)."""
 
     def __init__(
-        self, model: object, name: str, path: Path, device: str, compute_type: str, load_seconds: float
+        self,
+        model: object,
+        name: str,
+        path: Path,
+        device: str,
+        compute_type: str,
+        load_seconds: float,
+        workers: int = 1,
     ) -> None:
         self.model = model
         self.name = name
@@ -74,7 +81,7 @@ class Engine:
         self.compute_type = compute_type
         self.load_seconds = load_seconds
         self._batched: object | None = None
-        self.workers = 1
+        self.workers = workers
 
     @classmethod
     def load(cls, settings: Settings, workers: int = 1) -> Engine:
@@ -113,9 +120,7 @@ class Engine:
                 "seconds": round(elapsed, 3),
             },
         )
-        engine = cls(model, settings.model, path, device, compute_type, elapsed)
-        engine.workers = workers
-        return engine
+        return cls(model, settings.model, path, device, compute_type, elapsed, workers)
 
     @property
     def multilingual(self) -> bool:
@@ -235,18 +240,15 @@ def split_segments(segments: list[Segment]) -> list[Segment]:
             out.append(seg)
             continue
         piece: list[Word] = []
-        for i, word in enumerate(seg.words):
+        for word, nxt in zip(seg.words, seg.words[1:], strict=False):
             piece.append(word)
-            nxt = seg.words[i + 1] if i + 1 < len(seg.words) else None
-            if nxt is None:
-                break
             long_enough = word.end - piece[0].start >= _MIN_PIECE_S
             boundary = word.word.strip().endswith(_SENTENCE_END) or nxt.start - word.end >= _SPLIT_GAP_S
             if long_enough and boundary:
                 out.append(_piece(seg, piece))
                 piece = []
-        if piece:
-            out.append(_piece(seg, piece))
+        piece.append(seg.words[-1])
+        out.append(_piece(seg, piece))
     return out
 
 

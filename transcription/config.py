@@ -157,7 +157,7 @@ class Settings:
     vad: bool = True
     condition_on_previous_text: bool = False
     hallucination_silence_threshold: float | None = 2.0
-    throughput: bool = False  # pack speech from several files into shared batches (see throughput.py)
+    throughput: bool = False  # work across files: packed GPU batches, files in parallel on CPU
     enrich: bool = False
     prosody: bool = True
     emotion: bool = True

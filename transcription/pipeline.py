@@ -191,6 +191,13 @@ def _transcribe_wav(
         timings=timings,
         source_sha256=source_sha256,
     )
+    return complete(doc, reader, settings, enrich_doc)
+
+
+def complete(
+    doc: dict[str, Any], reader: audio.WavReader, settings: Settings, enrich_doc: bool
+) -> dict[str, Any]:
+    """Stage 2 when asked, then validation: what every Stage 1 path does to a fresh document."""
     if enrich_doc:
         doc = enrich(doc, reader, settings)
     schema.validate(doc)
@@ -403,8 +410,12 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
             self._failed(inp, exc)
             return
+        self.succeeded(inp, duration, doc)
+
+    def succeeded(self, inp: Input, duration: float, doc: dict[str, Any]) -> None:
+        """Record a written input: clear its old failure, count it, log it."""
         self.layout.failure_path(inp.stem).unlink(missing_ok=True)
-        with self.lock:  # several workers may finish at once (throughput mode on CPU)
+        with self.lock:  # several workers may finish at once (throughput mode)
             self.report.done.append(inp.rel)
             self.report.audio_seconds += duration
         log.info(

@@ -539,28 +539,14 @@ class _Packer:
                 timings={"decode": f.decode_s, "prepare": f.prepare_s, "transcribe": transcribe_s},
                 source_sha256=f.sha256,
             )
-            if self.p.settings.enrich:
-                doc = pipeline.enrich(doc, audio.WavReader(wav), self.p.settings)
-            schema.validate(doc)
+            doc = pipeline.complete(doc, audio.WavReader(wav), self.p.settings, self.p.settings.enrich)
             pipeline.write_outputs(self.p.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
             self.p._failed(inp, exc)
             f.lease.release()
             return
-        self.p.layout.failure_path(inp.stem).unlink(missing_ok=True)
-        self.p.report.done.append(inp.rel)
-        self.p.report.audio_seconds += f.duration
         f.lease.release()
-        log.info(
-            "transcribed",
-            extra={
-                "file": inp.rel,
-                "duration_s": round(f.duration, 2),
-                "segments": len(doc["segments"]),
-                "language": doc["language"],
-                "timings": doc["meta"]["timings"],
-            },
-        )
+        self.p.succeeded(inp, f.duration, doc)
 
     def close(self) -> None:
         self.budget.close()
