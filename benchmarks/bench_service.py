@@ -4,7 +4,13 @@ Measures, for concurrency 1, 4 and 16: throughput (audio seconds transcribed per
 request latency; the same files through the CLI (`slower-whisper transcribe`, model load included and
 excluded); and the server's resident memory over a soak of many requests (it must stay flat).
 
-    python benchmarks/bench_service.py --out bench-out/service.json [--soak 500] [--model tiny.en]
+With `--packed N`, the same load runs in the same process on two more servers: one transcribing each request
+with batch size N on its own (`BATCH_SIZE=N`), and one in throughput mode, packing the chunks of concurrent
+requests into shared batches of N (`SLOWER_WHISPER_THROUGHPUT=true`), with its batch mix read from /metrics
+and a soak of its own.
+
+    python benchmarks/bench_service.py --out bench-out/service.json [--soak 500] [--model tiny.en] \
+        [--packed 8]
 
 It starts its own server (a subprocess, like production) on a free port with a temporary root.
 """
@@ -69,6 +75,25 @@ def _rss_mb(pid: int) -> float:
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _batch_mix(url: str) -> dict:
+    """The packed server's batch histograms: batches, chunks per batch and requests per batch (means)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+        for sample in family.samples:
+            values[sample.name + str(sorted(sample.labels.items()))] = sample.value
+    batches = values.get("slower_whisper_batch_chunks_count[]", 0.0)
+    if not batches:
+        return {"batches": 0}
+    return {
+        "batches": int(batches),
+        "mean_chunks": round(values["slower_whisper_batch_chunks_sum[]"] / batches, 2),
+        "mean_requests": round(values["slower_whisper_batch_requests_sum[]"] / batches, 2),
+        "single_request_batches": int(values["slower_whisper_batch_requests_bucket[('le', '1.0')]"]),
+    }
 
 
 class Server:
@@ -220,12 +245,38 @@ def _soak(url: str, pid: int, n: int, concurrency: int) -> dict:
     }
 
 
+def _serve(env: dict[str, str], workers: int, files: list[tuple[str, bytes, float]], soak: int) -> dict:
+    """One server: the load at concurrency 1, 4 and 16, then a soak of `soak` requests (0: none)."""
+    shown = ("BATCH_SIZE", "SLOWER_WHISPER_THROUGHPUT")
+    out: dict = {"settings": {k: v for k, v in env.items() if k in shown}}
+    root = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    try:
+        t0 = time.perf_counter()
+        server = Server(root, env, workers, queue=64)
+        out["server_ready_s"] = round(time.perf_counter() - t0, 2)
+        try:
+            _load(server.url, files[:1], 1, 2)  # warm-up
+            out["load"] = [_load(server.url, files, c, max(len(files), 2 * c)) for c in (1, 4, 16)]
+            for row in out["load"]:
+                print(json.dumps(dict(row, **out["settings"])))
+            out["batch_mix"] = _batch_mix(server.url)
+            if soak:
+                out["soak"] = _soak(server.url, server.proc.pid, soak, 4)
+                print(json.dumps(out["soak"]))
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--soak", type=int, default=500)
+    parser.add_argument("--packed", type=int, default=0, help="also measure batch size N, alone and packed")
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "service.json")
     args = parser.parse_args()
     env = _env(args.model, args.device)
@@ -243,22 +294,12 @@ def main() -> int:
         "workers": args.workers,
         "files": [{"name": n, "seconds": round(d, 2)} for n, _, d in files],
     }
-    root = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    try:
-        t0 = time.perf_counter()
-        server = Server(root, env, args.workers, queue=64)
-        results["server_ready_s"] = round(time.perf_counter() - t0, 2)
-        try:
-            _load(server.url, files[:1], 1, 2)  # warm-up
-            results["load"] = [_load(server.url, files, c, max(len(files), 2 * c)) for c in (1, 4, 16)]
-            for row in results["load"]:
-                print(json.dumps(row))
-            results["soak"] = _soak(server.url, server.proc.pid, args.soak, 4)
-            print(json.dumps(results["soak"]))
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    results.update(_serve(env, args.workers, files, args.soak))
+    if args.packed > 1:
+        batched = dict(env, BATCH_SIZE=str(args.packed))
+        results["batched"] = _serve(batched, args.workers, files, 0)
+        packed = dict(batched, SLOWER_WHISPER_THROUGHPUT="true")
+        results["packed"] = _serve(packed, args.workers, files, args.soak // 2)
     results["cli"] = _cli(dict(env, LOG_LEVEL="WARNING"), FILES, audio_s)
     print(json.dumps(results["cli"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

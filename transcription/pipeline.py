@@ -24,6 +24,9 @@ from .layout import Input, Layout, Lease, atomic_write_json, atomic_write_text, 
 
 log = logging.getLogger(__name__)
 
+# What turns a normalised WAV into text: `Engine.transcribe`, or the service's shared packer.
+Transcriber = Callable[[audio.WavReader, AsrOptions], AsrResult]
+
 
 class RunError(Exception):
     """The run cannot start (unwritable root, ...): nothing was done."""
@@ -145,8 +148,12 @@ def transcribe_media(
     initial_prompt: str | None = None,
     temperature: float | None = None,
     enrich_doc: bool | None = None,
+    transcriber: Transcriber | None = None,
 ) -> dict[str, Any]:
-    """Decode `src` into `wav_path`, transcribe, optionally enrich; return the validated document."""
+    """Decode `src` into `wav_path`, transcribe, optionally enrich; return the validated document.
+
+    `transcriber` replaces `engine.transcribe` (the service's shared packer, which batches requests together).
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     audio.normalize(src, wav_path)
@@ -162,6 +169,7 @@ def transcribe_media(
             settings, language=language, initial_prompt=initial_prompt, temperature=temperature
         ),
         enrich_doc=settings.enrich if enrich_doc is None else enrich_doc,
+        transcriber=transcriber,
     )
 
 
@@ -176,10 +184,11 @@ def _transcribe_wav(
     options: AsrOptions,
     enrich_doc: bool,
     source_sha256: str | None = None,
+    transcriber: Transcriber | None = None,
 ) -> dict[str, Any]:
     reader = audio.WavReader(wav_path)
     t0 = time.perf_counter()
-    result = engine.transcribe(reader, options)
+    result = (transcriber or engine.transcribe)(reader, options)
     timings["transcribe"] = time.perf_counter() - t0
     doc = build_document(
         result,

@@ -249,6 +249,11 @@ def raw_scores(loaded: LoadedModel, clips: list[np.ndarray]) -> np.ndarray:
         with loaded.lock:
             scores = predict(loaded.model, batch, loaded.device).numpy()
         out[rows] = scores
+    if loaded.device == "cuda":
+        # torch's caching allocator would keep this file's activations; CTranslate2, which shares the GPU
+        # and has its own allocator, could not use them, so the cache is handed back after every file.
+        with loaded.lock:
+            torch.cuda.empty_cache()
     return out
 
 

@@ -58,6 +58,7 @@ class Service:
     metrics: Metrics
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     engine: Any = None
+    packer: Any = None  # packing.SharedPacker in throughput mode on a GPU (or with a batch size)
     load_error: str | None = None
     loaded_at: int = 0
     shutdown_deadline: float | None = None  # monotonic; set when a stop signal arrives
@@ -106,7 +107,7 @@ def create_app(
     """Build the app. With `engine` given it is used as is; otherwise the model loads in the background."""
     layout = Layout(settings.root)
     metrics = Metrics()
-    scheduler = Scheduler(settings.workers, settings.queue_size)
+    scheduler = Scheduler(in_flight(settings), settings.queue_size)
     store = JobStore(layout.jobs, settings.lease_ttl)
     space = UploadSpace(layout.state / "uploads", settings.lease_ttl)
     sweep = _Every(UPLOAD_SWEEP_S, space.sweep)
@@ -148,6 +149,8 @@ def create_app(
                 loader.cancel()
             deadline = svc.shutdown_deadline or (time.monotonic() + GRACE_S)
             await runner.stop(max(0.0, deadline - time.monotonic()))
+            if svc.packer is not None:
+                await asyncio.to_thread(svc.packer.close)
             await asyncio.to_thread(space.close)
             scheduler.shutdown()
 
@@ -306,12 +309,29 @@ def create_app(
 # ------------------------------------------------------------------ start-up
 
 
+def packs(settings: Settings) -> bool:
+    """Whether the service packs concurrent requests into shared batches (see packing.SharedPacker)."""
+    from transcription.throughput import packs as packs_on
+
+    return settings.throughput and packs_on(settings.resolved_device(), settings.batch_size)
+
+
+def in_flight(settings: Settings) -> int:
+    """Requests transcribed at once. Packing needs several in flight to fill a batch: at least the batch
+    size (16 when it is chosen automatically), since each request's chunks wait for the model together."""
+    if not packs(settings):
+        return settings.workers
+    return max(settings.workers, settings.batch_size if settings.batch_size > 1 else 16)
+
+
 async def _load(svc: Service) -> None:
     from transcription.asr import Engine
 
     start = time.perf_counter()
     try:
-        engine = await asyncio.to_thread(Engine.load, svc.settings, svc.settings.workers)
+        # With packing, one model thread runs every batch; otherwise each worker runs its own requests.
+        workers = 1 if packs(svc.settings) else svc.settings.workers
+        engine = await asyncio.to_thread(Engine.load, svc.settings, workers)
     except Exception as exc:  # noqa: BLE001 - any load failure is fatal and reported as such
         svc.load_error = f"{type(exc).__name__}: {exc}"
         log.error("model %s failed to load: %s", svc.settings.model, svc.load_error)
@@ -324,6 +344,12 @@ async def _load(svc: Service) -> None:
 
 def _set_ready(svc: Service, engine: Any, seconds: float) -> None:
     svc.engine = engine
+    if packs(svc.settings):
+        from transcription.packing import SharedPacker, auto_batch_size
+
+        size = svc.settings.batch_size if svc.settings.batch_size > 1 else auto_batch_size(engine)
+        svc.packer = SharedPacker(engine, size, on_batch=svc.metrics.observe_batch)
+        log.info("throughput mode: requests packed into shared batches of up to %d chunks", size)
     svc.loaded_at = int(time.time())
     svc.metrics.model_load.set(seconds)
     svc.metrics.ready.set(1)
@@ -365,6 +391,7 @@ def _transcribe(svc: Service, src: Path, wav: Path, label: str, opts: dict[str, 
             initial_prompt=opts.get("prompt"),
             temperature=opts.get("temperature"),
             enrich_doc=opts.get("enrich"),
+            transcriber=svc.packer.transcribe if svc.packer is not None else None,
         )
     except BaseException:
         svc.metrics.transcriptions.labels("failed").inc()

@@ -56,6 +56,23 @@ class Metrics:
             "slower_whisper_model_load_seconds", "Time taken to load the model at start-up", registry=r
         )
         self.ready = Gauge("slower_whisper_ready", "1 once the model is loaded", registry=r)
+        # Packed inference (throughput mode): how full the batches are and how many requests they mix.
+        self.batch_chunks = Histogram(
+            "slower_whisper_batch_chunks",
+            "Speech chunks per packed inference batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "slower_whisper_batch_requests",
+            "Distinct requests or jobs sharing one packed inference batch",
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=r,
+        )
+
+    def observe_batch(self, chunks: int, requests: int) -> None:
+        self.batch_chunks.observe(chunks)
+        self.batch_requests.observe(requests)
 
     def bind(self, queue_depth: Callable[[], float], running: Callable[[], float]) -> None:
         self.queue_depth.set_function(queue_depth)

@@ -1,0 +1,104 @@
+"""Throughput mode in the service: concurrent requests and jobs share packed inference batches.
+
+A real server (tiny.en, CPU, `SLOWER_WHISPER_THROUGHPUT=true`, batch size 4) gets nine uploads at once plus
+a job. Each answer must equal the per-file batched CLI path on the same clip, and the batch metrics must show
+batches that mixed several requests.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import DATA, add_input, load_json, run_cli, tiny_env, wer
+from test_service_support import JFK, Server, kill_on_exit, make_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+CLIPS = [
+    *sorted((DATA / "en_read" / "ljspeech").glob("*.wav"))[:6],
+    *sorted((DATA / "en_read" / "librivox_sense_and_sensibility").glob("*.wav"))[:2],
+    JFK,
+]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Texts from the per-file batched path with the same batch size."""
+    root = tmp_path_factory.mktemp("packing-reference")
+    for clip in CLIPS:
+        add_input(root, clip)
+    proc = run_cli("transcribe", "--batch-size", "4", env=tiny_env(root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {load_json(p)["file"]: load_json(p)["text"] for p in (root / "whisper_json").glob("*.json")}
+
+
+@pytest.fixture(scope="module")
+def packing_server(tmp_path_factory: pytest.TempPathFactory):
+    server = make_server(
+        tmp_path_factory.mktemp("service-packing"),
+        "root",
+        SLOWER_WHISPER_THROUGHPUT="true",
+        BATCH_SIZE="4",
+        ENABLE_EMOTION="false",
+    )
+    server.start()
+    yield server
+    try:
+        assert server.stop() == 0, server.log()
+    finally:
+        kill_on_exit(server)
+
+
+def _transcribe(server: Server, clip: Path) -> tuple[str, str]:
+    with clip.open("rb") as fh:
+        r = httpx.post(
+            f"{server.url}/v1/audio/transcriptions",
+            files={"file": (clip.name, fh)},
+            data={"response_format": "json"},
+            timeout=300,
+        )
+    assert r.status_code == 200, r.text
+    return clip.name, r.json()["text"]
+
+
+def _job(server: Server, clip: Path) -> str:
+    with clip.open("rb") as fh:
+        r = httpx.post(f"{server.url}/v1/jobs", files={"file": (clip.name, fh)}, timeout=60)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        record = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=10).json()
+        if record["status"] in ("succeeded", "failed"):
+            assert record["status"] == "succeeded", record
+            return httpx.get(f"{server.url}/v1/jobs/{job_id}/result", timeout=10).json()["text"]
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_concurrent_requests_share_batches_and_equal_the_per_file_path(
+    packing_server: Server, reference: dict[str, str]
+) -> None:
+    with ThreadPoolExecutor(len(CLIPS) + 1) as pool:
+        job = pool.submit(_job, packing_server, JFK)
+        answers = dict(pool.map(lambda clip: _transcribe(packing_server, clip), CLIPS))
+        job_text = job.result()
+    assert set(answers) == set(reference)
+    names = sorted(reference)
+    differing = [n for n in names if answers[n] != reference[n]]
+    if differing:  # only floating-point effects of another batch composition may differ, and barely
+        assert wer([reference[n] for n in names], [answers[n] for n in names]) <= 0.01, differing
+    assert wer([reference["jfk.flac"]], [job_text]) <= 0.01
+
+    # Every chunk went through the packer, and some batches mixed several requests.
+    batches = packing_server.metric("slower_whisper_batch_requests_count")
+    single = packing_server.metric("slower_whisper_batch_requests_bucket", {"le": "1.0"})
+    chunks = packing_server.metric("slower_whisper_batch_chunks_sum")
+    assert batches is not None and single is not None and chunks is not None
+    assert chunks >= len(CLIPS) + 1
+    assert batches > single, "no batch held chunks of more than one request"
+    assert packing_server.metric("slower_whisper_batch_chunks_bucket", {"le": "4.0"}) == batches

@@ -1,0 +1,659 @@
+"""Packed inference: speech chunks of many files share the model's batches.
+
+faster-whisper's `BatchedInferencePipeline` batches the 30 s speech chunks of one file, so a file of 8 s
+fills one slot of a batch of 16 and the accelerator idles. Here the two halves of its `transcribe` are
+pulled apart:
+
+- `Packer.prepare` is the CPU half of one window of a file (reading the normalised WAV, Silero VAD, merging
+  speech into <= 30 s chunks, log-Mel features); it runs on any thread;
+- `Packer.accept` queues the prepared chunks, one queue per (language, decoding options), since the prompt
+  names the language and a batch shares its options;
+- `Packer.take` / `Packer.run` form a batch from whichever files' chunks are queued and run the model on it;
+  each chunk's result goes back to its file, and a file whose last window is done is handed to
+  `on_finished`.
+
+Two drivers use it: the CLI's throughput mode (`throughput.run_packed`, one loop thread feeding the model
+while a pool prepares upcoming files) and the service (`SharedPacker`, where each request's worker thread
+prepares its own file and one model thread packs all requests' chunks together).
+
+Per chunk, the steps are those of `BatchedInferencePipeline.transcribe` (same VAD options, chunking,
+features, prompt, word alignment and timestamp restoration), and a file longer than `asr.WINDOW_S` is cut
+into the same windows as `Engine.transcribe`, so the text equals the per-file batched path (`--batch-size
+N`) apart from floating-point effects of a different batch composition.
+
+Memory is bounded: features wait in memory only for prepared chunks not yet inferred (at most the feature
+budget plus one window per preparing thread); the audio itself stays on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import asr, audio, schema
+from .asr import AsrOptions, AsrResult
+from .schema import Segment
+
+log = logging.getLogger(__name__)
+
+FEATURE_BUDGET_FLOOR = 256 << 20  # bytes of prepared features allowed to wait for a batch
+_VAD_MIN_SILENCE_MS = 160  # BatchedInferencePipeline's VAD setting for batched chunks
+
+Key = tuple[str, AsrOptions]  # (language, decoding options): chunks that may share a batch
+
+
+# ---------------------------------------------------------------- state of one file in flight
+
+
+@dataclass
+class _Window:
+    """One `asr.WINDOW_S` window of a file: its speech clips, chunks, and results as they come back."""
+
+    index: int
+    offset_s: float
+    clips: list[dict[str, int]]  # VAD speech ranges in window samples, for timestamp restoration
+    n_chunks: int
+    restore: bool = True  # False when chunks are fixed 30 s pieces (no VAD): their times are already real
+    done: int = 0
+    last_speech: float = 0.0  # faster-whisper's word-timing state, carried chunk to chunk in a window
+    results: list[Any] = field(default_factory=list)  # faster_whisper Segment, in window-chunk time
+
+
+@dataclass
+class PackedFile:
+    """One file going through the packer. `owner` is the driver's own record (claim, lease, request)."""
+
+    wav: Path
+    options: AsrOptions
+    owner: Any = None
+    frames: int = 0
+    duration: float = 0.0
+    windows: list[tuple[int, int]] = field(default_factory=list)  # sample ranges, as asr.windows
+    language: str | None = None
+    language_probability: float | None = None
+    segments: list[Segment] = field(default_factory=list)
+    windows_done: int = 0
+    prepare_s: float = 0.0
+    first_batch_at: float | None = None
+    failed: bool = False
+    finished: bool = False
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Prepared:
+    """The CPU half of one window: ready for the model."""
+
+    file: PackedFile
+    window: _Window
+    features: list[np.ndarray]  # per chunk, (n_mels, 3000)
+    metadata: list[dict[str, Any]]  # per chunk: offset/duration in the window's speech-only timeline
+    detect_features: np.ndarray | None  # language detection input (first window, language unknown)
+    nbytes: int = 0  # taken from the budget; given back as the chunks reach the model
+
+
+@dataclass
+class _Chunk:
+    file: PackedFile
+    window: _Window
+    features: np.ndarray
+    metadata: dict[str, Any]
+
+
+class Budget:
+    """Bytes of features allowed to wait for the model; preparation blocks when they are spent.
+
+    One request always passes when nothing is held, so a window larger than the whole budget still runs.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while not self._closed and self.used > 0 and self.used + n > self.limit:
+                self._cond.wait()
+            if self._closed:
+                raise RuntimeError("packed inference stopped")
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used = max(0, self.used - n)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _Aligned:
+    """Stands in for the model in `WhisperModel.add_word_timestamps`, serving alignments computed once
+    for a whole packed batch, so faster-whisper's word-timing rules run per window with that window's own
+    state (a batch mixes windows of several files; its alignment is a single model call)."""
+
+    def __init__(self, alignments: list[Any], frames_per_second: float) -> None:
+        self._alignments = alignments
+        self.frames_per_second = frames_per_second
+
+    def find_alignment(self, *_args: object, **_kwargs: object) -> list[Any]:
+        return self._alignments
+
+
+# ---------------------------------------------------------------- automatic batch size
+
+
+def auto_batch_size(engine: asr.Engine) -> int:
+    """A batch size for packing on CUDA when none was set (`--batch-size` 1, the default).
+
+    The free device memory over a per-item estimate from the model's shape (beam-search caches of the
+    decoder's self- and cross-attention dominate), clamped to 4..32 and rounded down to a power of two.
+    """
+    free = _cuda_free_bytes()
+    if free is None:
+        return 16
+    dims = _model_dims(engine)
+    beams = 5
+    bytes_per_value = 1 if engine.compute_type.startswith("int8") else 2
+    layers, width = dims["decoder_layers"], dims["d_model"]
+    cross = 2 * layers * beams * 1500 * width * bytes_per_value
+    self_kv = 2 * layers * beams * 448 * width * bytes_per_value
+    encoder = 4 * dims["encoder_layers"] * 1500 * width * 2
+    per_item = cross + self_kv + encoder
+    n = int(free * 0.6 // max(1, per_item))
+    n = max(4, min(32, n))
+    return 1 << (n.bit_length() - 1)
+
+
+def _cuda_free_bytes() -> int | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info()[0])
+    except Exception:  # noqa: BLE001 - torch is optional; fall through to nvidia-smi
+        pass
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return int(out.strip().splitlines()[0]) << 20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _model_dims(engine: asr.Engine) -> dict[str, int]:
+    defaults = {"d_model": 1280, "decoder_layers": 32, "encoder_layers": 32}  # large-v3: the safe side
+    try:
+        cfg = json.loads((engine.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return defaults
+    return {k: int(cfg.get(k, v)) for k, v in defaults.items()}
+
+
+# ---------------------------------------------------------------- the packer
+
+
+class Packer:
+    """Packs queued chunks of any files into batches of up to `batch_size` and runs the model on them.
+
+    `prepare` may run on any thread. Queue and file state change under `lock`; the model runs outside it,
+    on one thread at a time (the driver's). `on_finished(file)` / `on_failed(file, error)` are called once
+    per file, with `lock` held: they must only hand the file on. `on_batch(chunks, files)` reports each
+    batch's size and how many files it mixed.
+    """
+
+    def __init__(
+        self,
+        engine: asr.Engine,
+        batch_size: int,
+        on_finished: Callable[[PackedFile], None],
+        on_failed: Callable[[PackedFile, BaseException], None],
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        from faster_whisper import BatchedInferencePipeline
+
+        self.engine = engine
+        self.model = engine.model  # faster_whisper.WhisperModel
+        self.batched = BatchedInferencePipeline(self.model)
+        self.batch_size = batch_size
+        self.multilingual = bool(self.model.model.is_multilingual)
+        self.chunk_length = int(self.model.feature_extractor.chunk_length)
+        self.chunk_bytes = self.model.model.n_mels * 3000 * 4  # one padded 30 s feature window
+        self.budget = Budget(max(FEATURE_BUDGET_FLOOR, 3 * batch_size * self.chunk_bytes))
+        self.lock = threading.RLock()
+        self.pending: dict[Key, deque[_Chunk]] = {}
+        self._setups: dict[Key, tuple[Any, Any]] = {}
+        self._on_finished = on_finished
+        self._on_failed = on_failed
+        self._on_batch = on_batch
+
+    # ---------------------------------------------------------------- CPU side (any thread)
+
+    def open(self, wav: Path, options: AsrOptions, owner: Any = None) -> PackedFile:
+        """A file to pack: its windows, and its language when the options or the model fix it."""
+        f = PackedFile(wav, replace(options, batch_size=self.batch_size), owner)
+        reader = audio.WavReader(wav)
+        f.frames = reader.frames
+        f.duration = reader.frames / audio.SAMPLE_RATE
+        f.windows = asr.windows(reader, reader.frames) if reader.frames else []
+        if not self.multilingual:
+            f.language, f.language_probability = "en", 1.0
+        elif options.language is not None:
+            f.language, f.language_probability = options.language, 1.0
+        return f
+
+    def prepare(self, f: PackedFile, index: int) -> Prepared:
+        """What `BatchedInferencePipeline.transcribe` does before the model: VAD, chunks, features."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+        t0 = time.perf_counter()
+        if not f.windows:
+            return Prepared(f, _Window(0, 0.0, [], 0), [], [], None)
+        start, end = f.windows[index]
+        samples = audio.WavReader(f.wav).read(start / audio.SAMPLE_RATE, end / audio.SAMPLE_RATE)
+        if f.options.vad:
+            vad = VadOptions(
+                max_speech_duration_s=self.chunk_length, min_silence_duration_ms=_VAD_MIN_SILENCE_MS
+            )
+            clips = get_speech_timestamps(samples, vad)
+            chunks, metadata = collect_chunks(samples, clips, max_duration=self.chunk_length)
+        else:  # as asr.Engine without VAD: consecutive 30 s pieces, given as clip timestamps
+            seconds = samples.shape[0] / audio.SAMPLE_RATE
+            clips = [
+                {"start": int(t * audio.SAMPLE_RATE), "end": int(min(t + 30.0, seconds) * audio.SAMPLE_RATE)}
+                for t in np.arange(0.0, seconds, 30.0)
+            ]
+            chunks = [samples[c["start"] : c["end"]] for c in clips]
+            metadata = [
+                {
+                    "offset": c["start"] / audio.SAMPLE_RATE,
+                    "duration": (c["end"] - c["start"]) / audio.SAMPLE_RATE,
+                }
+                for c in clips
+            ]
+        del samples
+        speech = sum(c["end"] - c["start"] for c in clips)
+        nbytes = len(chunks) * self.chunk_bytes if speech else 0
+        self.budget.acquire(nbytes)
+        try:
+            raw = [self.model.feature_extractor(c)[..., :-1] for c in chunks] if speech else []
+            detect = None
+            if index == 0 and f.language is None:
+                # The per-file path's detection input: all speech features, then a dummy frame.
+                filler = np.full((self.model.model.n_mels, 1), -1.5, dtype="float32")
+                detect = np.concatenate([*raw, filler], axis=1)[
+                    ..., : self.model.feature_extractor.nb_max_frames
+                ]
+            features = [pad_or_trim(r) for r in raw]
+        except BaseException:
+            self.budget.release(nbytes)
+            raise
+        if not features:
+            metadata = []
+        window = _Window(index, start / audio.SAMPLE_RATE, clips, len(features), restore=f.options.vad)
+        f.prepare_s += time.perf_counter() - t0
+        return Prepared(f, window, features, metadata, detect, nbytes)
+
+    def detect(self, prep: Prepared) -> None:
+        """Detect the file's language from its first window when it is not known (a model call)."""
+        f = prep.file
+        if f.language is not None or prep.detect_features is None:
+            return
+        language, probability, _ = self.model.detect_language(
+            features=prep.detect_features, language_detection_segments=1, language_detection_threshold=0.5
+        )
+        f.language, f.language_probability = language, float(probability)
+
+    def accept(self, prep: Prepared) -> None:
+        """Queue a prepared window's chunks for the model (after `detect`)."""
+        f, w = prep.file, prep.window
+        with self.lock:
+            if f.failed:
+                self.budget.release(prep.nbytes)
+                return
+            if f.first_batch_at is None:
+                f.first_batch_at = time.perf_counter()
+            if w.n_chunks == 0:
+                self._window_done(f, w)
+                return
+            assert f.language is not None  # known, or detected from the first window
+            queue = self.pending.setdefault((f.language, f.options), deque())
+            for feats, meta in zip(prep.features, prep.metadata, strict=True):
+                queue.append(_Chunk(f, w, feats, meta))
+
+    def queued(self) -> int:
+        with self.lock:
+            return sum(len(q) for q in self.pending.values())
+
+    # ---------------------------------------------------------------- model side (one thread)
+
+    def take(self) -> tuple[Key, list[_Chunk]] | None:
+        """The next batch: a full one if any queue has one, else the fullest queue's chunks."""
+        with self.lock:
+            live = [(len(q), key) for key, q in self.pending.items() if q]
+            if not live:
+                return None
+            full = [key for n, key in live if n >= self.batch_size]
+            key = full[0] if full else max(live, key=lambda item: item[0])[1]
+            queue = self.pending[key]
+            items: list[_Chunk] = []
+            while queue and len(items) < self.batch_size:
+                c = queue.popleft()
+                self.budget.release(self.chunk_bytes)
+                if not c.file.failed:
+                    items.append(c)
+            if not queue:
+                del self.pending[key]
+            return key, items
+
+    def run_next(self) -> bool:
+        """Take one batch and run it; False when nothing was queued."""
+        batch = self.take()
+        if batch is None:
+            return False
+        self.run(*batch)
+        return True
+
+    def run(self, key: Key, items: list[_Chunk]) -> None:
+        """Run the model on one batch; a failing batch is retried chunk by chunk to fail only its culprit."""
+        if not items:
+            return
+        try:
+            self._infer(items, key)
+        except Exception as exc:  # noqa: BLE001 - find the chunk that breaks, fail only its file
+            if len(items) == 1:
+                self.fail(items[0].file, exc)
+                return
+            log.warning("packed batch failed; retrying its chunks one by one", extra={"error": str(exc)})
+            for c in items:
+                if c.file.failed:
+                    continue
+                try:
+                    self._infer([c], key)
+                except Exception as one:  # noqa: BLE001
+                    self.fail(c.file, one)
+
+    def _setup(self, key: Key) -> tuple[Any, Any]:
+        """Tokenizer and decoding options for one key, built as the batched pipeline builds them."""
+        if key not in self._setups:
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+            language, o = key
+            tok = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
+            temperature = 0.0 if o.temperature is None else float(o.temperature)
+            opts = TranscriptionOptions(
+                beam_size=o.beam_size,
+                best_of=5,
+                patience=1,
+                length_penalty=1,
+                repetition_penalty=1,
+                no_repeat_ngram_size=0,
+                log_prob_threshold=-1.0,
+                no_speech_threshold=0.6,
+                compression_ratio_threshold=2.4,
+                temperatures=[temperature],
+                initial_prompt=o.initial_prompt,
+                prefix=None,
+                suppress_blank=True,
+                suppress_tokens=get_suppressed_tokens(tok, [-1]),
+                prepend_punctuations="\"'“¿([{-",
+                append_punctuations="\"'.。,，!！?？:：”)]}、",
+                max_new_tokens=None,
+                hotwords=None,
+                word_timestamps=o.word_timestamps,
+                hallucination_silence_threshold=None,
+                condition_on_previous_text=False,
+                clip_timestamps=[],
+                prompt_reset_on_temperature=0.5,
+                multilingual=False,
+                without_timestamps=True,  # as asr.Engine: keeps every word; split_segments times them
+                max_initial_timestamp=0.0,
+            )
+            self._setups[key] = (tok, opts)
+        return self._setups[key]
+
+    def _infer(self, items: list[_Chunk], key: Key) -> None:
+        from faster_whisper.transcribe import Segment as FwSegment
+        from faster_whisper.transcribe import WhisperModel
+        from faster_whisper.transcribe import Word as FwWord
+
+        tokenizer, opts = self._setup(key)
+        features = np.stack([c.features for c in items])
+        encoder_output, outputs = self.batched.generate_segment_batched(features, tokenizer, opts)
+        fps = self.model.frames_per_second
+        per_item: list[list[dict[str, Any]]] = []
+        sizes: list[int] = []
+        for c, out in zip(items, outputs, strict=True):
+            duration, offset = c.metadata["duration"], c.metadata["offset"]
+            size = int(math.ceil(duration) * fps)
+            sizes.append(size)
+            subsegments, _, _ = self.model._split_segments_by_timestamps(
+                tokenizer=tokenizer,
+                tokens=out["tokens"],
+                time_offset=offset,
+                segment_size=size,
+                segment_duration=duration,
+                seek=0,
+            )
+            per_item.append(
+                [
+                    {
+                        "text": tokenizer.decode(s["tokens"]),
+                        "tokens": s["tokens"],
+                        "start": s["start"],
+                        "end": s["end"],
+                        "seek": int(offset * fps),
+                        "avg_logprob": out["avg_logprob"],
+                        "no_speech_prob": out["no_speech_prob"],
+                    }
+                    for s in subsegments
+                ]
+            )
+        if opts.word_timestamps:
+            text_tokens = [[t for s in item for t in s["tokens"] if t < tokenizer.eot] for item in per_item]
+            alignments = self.model.find_alignment(tokenizer, text_tokens, encoder_output, sizes)
+            i = 0
+            while i < len(items):  # runs of one window: its chunks are consecutive and in order
+                j = i
+                while j < len(items) and items[j].window is items[i].window:
+                    j += 1
+                w = items[i].window
+                last = WhisperModel.add_word_timestamps(
+                    _Aligned(alignments[i:j], fps),  # type: ignore[arg-type]
+                    per_item[i:j],
+                    tokenizer,
+                    encoder_output,
+                    sizes[i:j],
+                    opts.prepend_punctuations,
+                    opts.append_punctuations,
+                    w.last_speech,
+                )
+                w.last_speech = w.last_speech if last is None else last
+                i = j
+        if self._on_batch is not None:
+            self._on_batch(len(items), len({id(c.file) for c in items}))
+        with self.lock:
+            for c, item in zip(items, per_item, strict=True):
+                f, w = c.file, c.window
+                for s in item:
+                    words = [FwWord(**x) for x in s["words"]] if opts.word_timestamps else None
+                    w.results.append(
+                        FwSegment(
+                            id=len(w.results) + 1,
+                            seek=s["seek"],
+                            start=round(s["start"], 3),
+                            end=round(s["end"], 3),
+                            text=s["text"],
+                            tokens=s["tokens"],
+                            avg_logprob=s["avg_logprob"],
+                            compression_ratio=0.0,
+                            no_speech_prob=s["no_speech_prob"],
+                            words=words,
+                            temperature=opts.temperatures[0],
+                        )
+                    )
+                w.done += 1
+                if w.done == w.n_chunks and not f.failed:
+                    self._window_done(f, w)
+
+    def _window_done(self, f: PackedFile, w: _Window) -> None:
+        from faster_whisper.transcribe import restore_speech_timestamps
+
+        if not w.results:
+            restored = []
+        elif w.restore:
+            restored = restore_speech_timestamps(w.results, w.clips, audio.SAMPLE_RATE)
+        else:
+            restored = w.results
+        found = asr.from_faster_whisper(restored)
+        f.segments.extend(asr.shift_segment(seg, w.offset_s) for seg in asr.split_segments(found))
+        w.results = []
+        f.windows_done += 1
+        if f.windows_done >= len(f.windows):
+            f.finished = True
+            self._on_finished(f)
+
+    def fail(self, f: PackedFile, exc: BaseException) -> None:
+        """Fail one file: its queued chunks are dropped as they come up, and `on_failed` hears of it once."""
+        with self.lock:
+            if f.failed or f.finished:
+                return
+            f.failed = True
+            f.error = exc
+            self._on_failed(f, exc)
+
+    # ---------------------------------------------------------------- results
+
+    @staticmethod
+    def result(f: PackedFile) -> AsrResult:
+        """A finished file's transcription, as `Engine.transcribe` reports it."""
+        clean = schema.sanitize(f.segments, f.duration)
+        warnings = [] if clean else (["no audio samples"] if not f.frames else ["no speech detected"])
+        return AsrResult(
+            f.language, f.language_probability if f.frames else None, f.duration, clean, warnings
+        )
+
+
+# ---------------------------------------------------------------- the service's driver
+
+
+class PackerClosed(RuntimeError):
+    pass
+
+
+class SharedPacker:
+    """Packs the chunks of concurrent `transcribe` calls (the service's workers) into shared batches.
+
+    Each caller prepares its own file on its own thread and queues the chunks; one model thread runs
+    batches of whatever is queued, across requests, as soon as the model is free (no waiting to fill a
+    batch: while one batch runs, the next fills). A caller returns when its file's last chunk is done.
+    """
+
+    def __init__(
+        self, engine: asr.Engine, batch_size: int, on_batch: Callable[[int, int], None] | None = None
+    ) -> None:
+        self.packer = Packer(engine, batch_size, self._settle, self._settle_failed, on_batch)
+        self._wake = threading.Condition(self.packer.lock)
+        self._files: dict[int, PackedFile] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._model_loop, name="packed-model", daemon=True)
+        self._thread.start()
+
+    @property
+    def batch_size(self) -> int:
+        return self.packer.batch_size
+
+    def transcribe(self, reader: audio.WavReader, options: AsrOptions) -> AsrResult:
+        """Transcribe one normalised WAV; blocks the calling thread until its last batch is done."""
+        packer = self.packer
+        f = packer.open(reader.path, options)
+        if not f.windows:
+            return packer.result(f)
+        with self._wake:
+            if self._closed:
+                raise PackerClosed("the service is shutting down")
+            self._files[id(f)] = f
+        try:
+            for index in range(len(f.windows)):
+                if f.failed:
+                    break
+                try:
+                    prep = packer.prepare(f, index)
+                    packer.detect(prep)
+                except Exception as exc:  # noqa: BLE001 - this file fails; others go on
+                    packer.fail(f, exc)
+                    break
+                with self._wake:
+                    packer.accept(prep)
+                    self._wake.notify_all()
+            f.done.wait()
+        finally:
+            with self._wake:
+                self._files.pop(id(f), None)
+        if f.error is not None:
+            raise f.error
+        return packer.result(f)
+
+    def _settle(self, f: PackedFile) -> None:
+        f.done.set()
+
+    def _settle_failed(self, f: PackedFile, _exc: BaseException) -> None:
+        f.done.set()
+
+    def _model_loop(self) -> None:
+        try:
+            while True:
+                with self._wake:
+                    while not self._closed and not self.packer.pending:
+                        self._wake.wait()
+                    if self._closed:
+                        return
+                    batch = self.packer.take()
+                if batch is not None:
+                    self.packer.run(*batch)  # a file's failure is recorded on it, never raised here
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            log.exception("the packed model thread stopped")
+            with self._wake:
+                self._closed = True
+                files = list(self._files.values())
+            for f in files:
+                self.packer.fail(f, PackerClosed(f"packed inference stopped: {exc}"))
+
+    def close(self) -> None:
+        """Stop the model thread after its current batch; calls still waiting fail with PackerClosed."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+            files = list(self._files.values())
+        self.packer.budget.close()
+        self._thread.join(timeout=60)
+        for f in files:
+            self.packer.fail(f, PackerClosed("the service shut down before this file was transcribed"))
