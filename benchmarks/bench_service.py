@@ -56,13 +56,10 @@ def _env(model: str, device: str) -> dict[str, str]:
 
 
 def _duration(path: Path) -> float:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout.strip())
+    import av  # PyAV, as the service decodes: no ffprobe needed (the GPU machine has none)
+
+    with av.open(str(path)) as container:
+        return float(container.duration / av.time_base)
 
 
 def _rss_mb(pid: int) -> float:

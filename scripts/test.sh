@@ -19,4 +19,5 @@ $PY -m pip install -q --upgrade pip
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[dev]"
 $PY -m ruff check .
+$PY -m ruff format --check .
 $PY -m pytest "$@"

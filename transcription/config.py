@@ -187,7 +187,7 @@ class Settings:
     def resolved_compute_type(self) -> str:
         if self.compute_type and self.compute_type not in ("default", "auto"):
             return self.compute_type
-        return "float16" if self.resolved_device() == "cuda" else "int8"
+        return auto_compute_type(self.resolved_device())
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The settings that change a transcript: a change in any of them makes old outputs stale."""
@@ -203,6 +203,19 @@ class Settings:
             "condition_on_previous_text": self.condition_on_previous_text,
             "hallucination_silence_threshold": self.hallucination_silence_threshold,
         }
+
+
+def auto_compute_type(device: str) -> str:
+    """The fastest type this device runs well: float16 on GPUs that have it (int8_float32 on those that do
+    not, e.g. before compute capability 5.3), int8 on CPU (float32 where the CPU has no int8 kernels)."""
+    preferred = ("float16", "int8_float32", "float32") if device == "cuda" else ("int8", "float32")
+    try:
+        import ctranslate2
+
+        supported = set(ctranslate2.get_supported_compute_types(device))
+    except Exception:  # noqa: BLE001 - no usable device: keep the usual choice; loading will say why
+        return preferred[0]
+    return next((t for t in preferred if t in supported), preferred[0])
 
 
 def cuda_available() -> bool:

@@ -79,12 +79,25 @@ def bench(model: Path, tag: str, out: Path, batch: int, copies: int, long: int, 
     return json.loads((out / f"{tag}.json").read_text())
 
 
+def bench_service(model: Path, out: Path, batch: int) -> None:
+    """The service on CUDA with real tiny.en: per-request workers, each request batched alone, and requests
+    packed into shared batches (throughput mode), at concurrency 1, 4 and 16, plus a soak."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_service.py"), "--model", str(model),
+           "--device", "cuda", "--packed", str(batch), "--soak", "200",
+           "--out", str(out / "service.json")]  # fmt: skip
+    print(" ".join(cmd), file=sys.stderr)
+    done = subprocess.run(cmd, cwd=REPO)
+    if done.returncode != 0:  # the throughput tables above still stand
+        print(f"service benchmark failed with {done.returncode}", file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tiny", type=Path, default=Path("/tmp/tiny.en"))
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--skip-service", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -103,6 +116,8 @@ def main() -> None:
         plot(results, args.out / "throughput-gpu.png")
     except ImportError as exc:  # matplotlib not carried: the tables still hold every figure
         print(f"no plot: {exc}", file=sys.stderr)
+    if not args.skip_service:
+        bench_service(args.tiny, args.out, args.batch_size)
     parts = [args.out / f"{t}.md" for t in ("tiny", "large-shape")]
     summary = "\n".join(p.read_text() for p in parts if p.is_file())
     (args.out / "summary.md").write_text(summary)

