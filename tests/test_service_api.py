@@ -27,6 +27,7 @@ def test_json_text_srt_vtt_with_openai_client(main_server: Server) -> None:
             model="tiny.en", file=fh, response_format="text", language="en", temperature=0.0
         )
     assert isinstance(text, str) and "country" in text.lower()
+    assert text.strip() == result.text.strip() and "-->" not in text  # the bare transcript, as OpenAI's
     with JFK.open("rb") as fh:
         srt = client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="srt")
     assert srt.startswith("1\n") and " --> " in srt and "country" in srt.lower()

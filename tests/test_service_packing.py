@@ -1,8 +1,9 @@
 """Throughput mode in the service: concurrent requests and jobs share packed inference batches.
 
-A real server (tiny.en, CPU, `SLOWER_WHISPER_THROUGHPUT=true`, batch size 4) gets nine uploads at once plus
-a job. Each answer must equal the per-file batched CLI path on the same clip, and the batch metrics must show
-batches that mixed several requests.
+A real server (tiny.en, CPU, `SLOWER_WHISPER_THROUGHPUT=true`, batch size 4) gets nine uploads at once, a
+job and a request with a prompt (other decoding options, so other batches). Each answer must equal the
+per-file batched CLI path on the same clip, and the batch metrics must show batches that mixed several
+requests.
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ def _transcribe(server: Server, clip: Path) -> tuple[str, str]:
     return clip.name, r.json()["text"]
 
 
+def _prompted(server: Server) -> str:
+    """A request whose prompt gives it other decoding options: its chunks get batches of their own."""
+    with JFK.open("rb") as fh:
+        r = httpx.post(
+            f"{server.url}/v1/audio/transcriptions",
+            files={"file": ("jfk.flac", fh)},
+            data={"response_format": "text", "prompt": "President Kennedy's inaugural address."},
+            timeout=300,
+        )
+    assert r.status_code == 200, r.text
+    return r.text
+
+
 def _job(server: Server, clip: Path) -> str:
     with clip.open("rb") as fh:
         r = httpx.post(f"{server.url}/v1/jobs", files={"file": (clip.name, fh)}, timeout=60)
@@ -83,22 +97,25 @@ def _job(server: Server, clip: Path) -> str:
 def test_concurrent_requests_share_batches_and_equal_the_per_file_path(
     packing_server: Server, reference: dict[str, str]
 ) -> None:
-    with ThreadPoolExecutor(len(CLIPS) + 1) as pool:
+    with ThreadPoolExecutor(len(CLIPS) + 2) as pool:
         job = pool.submit(_job, packing_server, JFK)
+        prompted = pool.submit(_prompted, packing_server)
         answers = dict(pool.map(lambda clip: _transcribe(packing_server, clip), CLIPS))
         job_text = job.result()
+        prompted_text = prompted.result()
     assert set(answers) == set(reference)
     names = sorted(reference)
     differing = [n for n in names if answers[n] != reference[n]]
     if differing:  # only floating-point effects of another batch composition may differ, and barely
         assert wer([reference[n] for n in names], [answers[n] for n in names]) <= 0.01, differing
     assert wer([reference["jfk.flac"]], [job_text]) <= 0.01
+    assert wer([reference["jfk.flac"]], [prompted_text]) <= 0.15, prompted_text
 
     # Every chunk went through the packer, and some batches mixed several requests.
     batches = packing_server.metric("slower_whisper_batch_requests_count")
     single = packing_server.metric("slower_whisper_batch_requests_bucket", {"le": "1.0"})
     chunks = packing_server.metric("slower_whisper_batch_chunks_sum")
     assert batches is not None and single is not None and chunks is not None
-    assert chunks >= len(CLIPS) + 1
+    assert chunks >= len(CLIPS) + 2
     assert batches > single, "no batch held chunks of more than one request"
     assert packing_server.metric("slower_whisper_batch_chunks_bucket", {"le": "4.0"}) == batches

@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FEATURE_BUDGET_FLOOR = 256 << 20  # bytes of prepared features allowed to wait for a batch
 _VAD_MIN_SILENCE_MS = 160  # BatchedInferencePipeline's VAD setting for batched chunks
+_SETUPS_KEPT = 32  # decoding set-ups cached (a service sees a new key for every new prompt)
 
 Key = tuple[str, AsrOptions]  # (language, decoding options): chunks that may share a batch
 
@@ -248,7 +249,7 @@ class Packer:
         self.budget = Budget(max(FEATURE_BUDGET_FLOOR, 3 * batch_size * self.chunk_bytes))
         self.lock = threading.RLock()
         self.pending: dict[Key, deque[_Chunk]] = {}
-        self._setups: dict[Key, tuple[Any, Any]] = {}
+        self._setups: OrderedDict[Key, tuple[Any, Any]] = OrderedDict()  # recent keys only: prompts vary
         self._on_finished = on_finished
         self._on_failed = on_failed
         self._on_batch = on_batch
@@ -402,7 +403,9 @@ class Packer:
 
     def _setup(self, key: Key) -> tuple[Any, Any]:
         """Tokenizer and decoding options for one key, built as the batched pipeline builds them."""
-        if key not in self._setups:
+        if key in self._setups:
+            self._setups.move_to_end(key)
+        else:
             from faster_whisper.tokenizer import Tokenizer
             from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
@@ -438,6 +441,8 @@ class Packer:
                 max_initial_timestamp=0.0,
             )
             self._setups[key] = (tok, opts)
+            if len(self._setups) > _SETUPS_KEPT:
+                self._setups.popitem(last=False)
         return self._setups[key]
 
     def _infer(self, items: list[_Chunk], key: Key) -> None:

@@ -88,7 +88,8 @@ def transcription_response(doc: dict[str, Any], response_format: str, granularit
     if response_format == "slower_whisper_json":
         return JSONResponse(doc)
     if response_format == "text":
-        return PlainTextResponse(writers.render(doc, "txt"))
+        # OpenAI's `text` is the bare transcript; the timestamped TXT file is the jobs API's `format=txt`.
+        return PlainTextResponse(doc.get("text", "") + "\n")
     if response_format in ("srt", "vtt"):
         media = "text/vtt" if response_format == "vtt" else "application/x-subrip"
         return Response(writers.render(doc, response_format), media_type=f"{media}; charset=utf-8")
