@@ -1,18 +1,21 @@
 """Throughput mode in the service: concurrent requests and jobs share packed inference batches.
 
 A real server (tiny.en, CPU, `SLOWER_WHISPER_THROUGHPUT=true`, batch size 4) gets nine uploads at once, a
-job and a request with a prompt (other decoding options, so other batches). Each answer must equal the
-per-file batched CLI path on the same clip, and the batch metrics must show batches that mixed several
-requests.
+job, a request with a prompt (other decoding options, so other batches) and one without speech. Each answer
+must equal the per-file batched CLI path on the same clip, and the batch metrics must show batches that mixed
+several requests.
 """
 
 from __future__ import annotations
 
+import io
 import time
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import DATA, add_input, load_json, run_cli, tiny_env, wer
 from test_service_support import JFK, Server, kill_on_exit, make_server
@@ -79,6 +82,26 @@ def _prompted(server: Server) -> str:
     return r.text
 
 
+def _silence(server: Server) -> dict:
+    """Twenty seconds of low noise: no speech, so no chunk ever reaches the model for it."""
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal(20 * 16000) * 30).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    r = httpx.post(
+        f"{server.url}/v1/audio/transcriptions",
+        files={"file": ("quiet.wav", buf.getvalue())},
+        data={"response_format": "verbose_json"},
+        timeout=300,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def _job(server: Server, clip: Path) -> str:
     with clip.open("rb") as fh:
         r = httpx.post(f"{server.url}/v1/jobs", files={"file": (clip.name, fh)}, timeout=60)
@@ -97,12 +120,14 @@ def _job(server: Server, clip: Path) -> str:
 def test_concurrent_requests_share_batches_and_equal_the_per_file_path(
     packing_server: Server, reference: dict[str, str]
 ) -> None:
-    with ThreadPoolExecutor(len(CLIPS) + 2) as pool:
+    with ThreadPoolExecutor(len(CLIPS) + 3) as pool:
         job = pool.submit(_job, packing_server, JFK)
         prompted = pool.submit(_prompted, packing_server)
+        quiet = pool.submit(_silence, packing_server)
         answers = dict(pool.map(lambda clip: _transcribe(packing_server, clip), CLIPS))
         job_text = job.result()
         prompted_text = prompted.result()
+        quiet_answer = quiet.result()
     assert set(answers) == set(reference)
     names = sorted(reference)
     differing = [n for n in names if answers[n] != reference[n]]
@@ -110,6 +135,8 @@ def test_concurrent_requests_share_batches_and_equal_the_per_file_path(
         assert wer([reference[n] for n in names], [answers[n] for n in names]) <= 0.01, differing
     assert wer([reference["jfk.flac"]], [job_text]) <= 0.01
     assert wer([reference["jfk.flac"]], [prompted_text]) <= 0.15, prompted_text
+    assert quiet_answer["text"] == "" and quiet_answer["segments"] == []
+    assert quiet_answer["duration"] == pytest.approx(20.0, abs=0.01)
 
     # Every chunk went through the packer, and some batches mixed several requests.
     batches = packing_server.metric("slower_whisper_batch_requests_count")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,7 +119,9 @@ class _Run:
 def strategy(settings: Settings) -> pipeline.Strategy:
     """The batch run's strategy in throughput mode."""
     return pipeline.Strategy(
-        engine_workers=engine_workers(settings), decode_workers=prepare_workers(), run=run_packed
+        engine_workers=engine_workers(settings),
+        decode_workers=prepare_workers(settings.resolved_device()),
+        run=run_packed,
     )
 
 
@@ -174,8 +175,17 @@ def run_parallel(
         t.join()
 
 
-def prepare_workers() -> int:
-    return max(2, min(4, (os.cpu_count() or 2) - 1))
+def prepare_workers(device: str) -> int:
+    """Threads decoding and preparing (VAD, features) ahead of the model.
+
+    On a GPU the model outruns them: a 30 s chunk takes milliseconds there but tens of milliseconds of CPU
+    to prepare (../shared/GPU.md: real files reached 1-4% of the engine's ceiling, the time going to that
+    work), so every core but one prepares, up to 16. On CPU they compete with the model for the same cores.
+    """
+    cores = asr.usable_cpus()
+    if device == "cpu":
+        return max(2, min(4, cores - 1))
+    return max(2, min(16, cores - 1))
 
 
 def run_packed(
@@ -197,7 +207,7 @@ def run_packed(
     if batch_size <= 1:
         batch_size = auto_batch_size(processor.engine)
     # Decoding runs on the processor's decode pool (sized by prepare_workers() in pipeline.run_batch).
-    workers = prepare_workers()
+    workers = prepare_workers(processor.engine.device)
     run = _Run(processor, batch_size, workers)
     log.info(
         "throughput mode",
