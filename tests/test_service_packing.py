@@ -146,3 +146,39 @@ def test_concurrent_requests_share_batches_and_equal_the_per_file_path(
     assert chunks >= len(CLIPS) + 2
     assert batches > single, "no batch held chunks of more than one request"
     assert packing_server.metric("slower_whisper_batch_chunks_bucket", {"le": "4.0"}) == batches
+
+
+def test_long_upload_is_packed_window_by_window_on_its_own_timeline(
+    packing_server: Server, tmp_path: Path
+) -> None:
+    """A 12-minute upload (two transcription windows): speech at the start and at 711 s lands at its time."""
+    from faster_whisper import decode_audio
+
+    speech = decode_audio(str(JFK), sampling_rate=16000)
+    rng = np.random.default_rng(1)
+    gap = rng.standard_normal(700 * 16000).astype(np.float32) * 0.001
+    samples = np.concatenate([speech, gap, speech])
+    path = tmp_path / "long call.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    with path.open("rb") as fh:
+        r = httpx.post(
+            f"{packing_server.url}/v1/audio/transcriptions",
+            files={"file": (path.name, fh)},
+            data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+            timeout=300,
+        )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    second = len(speech) / 16000 + 700
+    assert body["duration"] == pytest.approx(second + len(speech) / 16000, abs=0.01)
+    countries = [w["start"] for w in body["words"] if "country" in w["word"].lower()]
+    assert len(countries) == 4, body["text"]  # twice in each copy of the speech
+    first_copy, second_copy = countries[:2], countries[2:]
+    assert all(t < 11.0 for t in first_copy)
+    # The same words, 711 s later, within the tolerance of word timing.
+    for a, b in zip(first_copy, second_copy, strict=True):
+        assert b - a == pytest.approx(second, abs=0.5)
