@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FEATURE_BUDGET_FLOOR = 256 << 20  # bytes of prepared features allowed to wait for a batch
 _VAD_MIN_SILENCE_MS = 160  # BatchedInferencePipeline's VAD setting for batched chunks
+MAX_WAIT_S = 5.0  # a queued chunk older than this goes into the next batch, full or not
 _SETUPS_KEPT = 32  # decoding set-ups cached (a service sees a new key for every new prompt)
 
 Key = tuple[str, AsrOptions]  # (language, decoding options): chunks that may share a batch
@@ -110,6 +111,7 @@ class _Chunk:
     window: _Window
     features: np.ndarray
     metadata: dict[str, Any]
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class Budget:
@@ -253,6 +255,7 @@ class Packer:
         self._on_finished = on_finished
         self._on_failed = on_failed
         self._on_batch = on_batch
+        self.max_wait_s = MAX_WAIT_S
 
     # ---------------------------------------------------------------- CPU side (any thread)
 
@@ -356,13 +359,23 @@ class Packer:
     # ---------------------------------------------------------------- model side (one thread)
 
     def take(self) -> tuple[Key, list[_Chunk]] | None:
-        """The next batch: a full one if any queue has one, else the fullest queue's chunks."""
+        """The next batch: a full one if any queue has one, else the fullest queue's chunks.
+
+        A queue whose oldest chunk has waited `max_wait_s` goes first whatever its size, so a request with
+        rare options (its own prompt or language) is not starved by a stream of full batches of others.
+        """
         with self.lock:
-            live = [(len(q), key) for key, q in self.pending.items() if q]
+            live = [(q[0].queued_at, len(q), key) for key, q in self.pending.items() if q]
             if not live:
                 return None
-            full = [key for n, key in live if n >= self.batch_size]
-            key = full[0] if full else max(live, key=lambda item: item[0])[1]
+            oldest = min(live, key=lambda item: item[0])
+            full = [item for item in live if item[1] >= self.batch_size]
+            if time.monotonic() - oldest[0] >= self.max_wait_s:
+                key = oldest[2]
+            elif full:
+                key = min(full, key=lambda item: item[0])[2]
+            else:
+                key = max(live, key=lambda item: item[1])[2]
             queue = self.pending[key]
             items: list[_Chunk] = []
             while queue and len(items) < self.batch_size:
