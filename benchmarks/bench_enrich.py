@@ -30,8 +30,10 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 SR = 16000
 
+from transcription.asr import from_faster_whisper  # noqa: E402
 from transcription.config import Settings  # noqa: E402
 from transcription.enrich import enrich_document, prosody  # noqa: E402
+from transcription.schema import sanitize  # noqa: E402
 
 
 def machine() -> str:
@@ -69,19 +71,7 @@ def bench_prosody() -> dict:
         segments, info = model.transcribe(
             audio, beam_size=5, word_timestamps=True, vad_filter=True, language="en"
         )
-        segs = [
-            {
-                "id": i,
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "words": [
-                    {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
-                    for w in s.words
-                ],
-            }
-            for i, s in enumerate(segments)
-        ]
+        segs = [s.to_dict() for s in sanitize(from_faster_whisper(segments), info.duration)]
         asr_total += time.perf_counter() - t0
         doc = {"language": info.language, "segments": segs}
         t0 = time.perf_counter()

@@ -78,18 +78,21 @@ def _batch_mix(url: str) -> dict:
     """The packed server's batch histograms: batches, chunks per batch and requests per batch (means)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    values = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
-        for sample in family.samples:
-            values[sample.name + str(sorted(sample.labels.items()))] = sample.value
-    batches = values.get("slower_whisper_batch_chunks_count[]", 0.0)
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    # (sample name, histogram bucket or None) -> value
+    values = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    batches = values.get(("slower_whisper_batch_chunks_count", None), 0.0)
     if not batches:
         return {"batches": 0}
     return {
         "batches": int(batches),
-        "mean_chunks": round(values["slower_whisper_batch_chunks_sum[]"] / batches, 2),
-        "mean_requests": round(values["slower_whisper_batch_requests_sum[]"] / batches, 2),
-        "single_request_batches": int(values["slower_whisper_batch_requests_bucket[('le', '1.0')]"]),
+        "mean_chunks": round(values[("slower_whisper_batch_chunks_sum", None)] / batches, 2),
+        "mean_requests": round(values[("slower_whisper_batch_requests_sum", None)] / batches, 2),
+        "single_request_batches": int(values[("slower_whisper_batch_requests_bucket", "1.0")]),
     }
 
 

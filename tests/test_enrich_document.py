@@ -11,8 +11,10 @@ import pytest
 from conftest import DATA, add_input, load_json, run_cli, tiny_env
 from faster_whisper import WhisperModel, decode_audio
 
+from transcription.asr import from_faster_whisper
 from transcription.config import Settings
 from transcription.enrich import enrich_document
+from transcription.schema import sanitize
 
 pytest.importorskip("torch")
 from test_enrich_emotion import save_tiny  # noqa: E402
@@ -31,24 +33,10 @@ def jfk() -> tuple[dict, np.ndarray]:
     doc = {
         "language": info.language,
         "duration": info.duration,
-        "segments": [],
+        # As Stage 1 records them: converted, clamped to the audio and numbered.
+        "segments": [s.to_dict() for s in sanitize(from_faster_whisper(segments), info.duration)],
         "meta": {"timings": {"asr": 1.0}},
     }
-    for i, s in enumerate(segments):
-        doc["segments"].append(
-            {
-                "id": i,
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "avg_logprob": s.avg_logprob,
-                "no_speech_prob": s.no_speech_prob,
-                "words": [
-                    {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
-                    for w in s.words
-                ],
-            }
-        )
     assert len(doc["segments"]) >= 2
     return doc, audio
 

@@ -60,7 +60,7 @@ def test_batch_choice_and_no_starvation(engine: Engine, wav: Path) -> None:
     key, items = packer.take()
     assert key[1].initial_prompt is None and len(items) == 2
     packer.run(key, items)
-    assert packer.take() is None and packer.queued() == 0
+    assert packer.take() is None and not packer.pending
 
     assert not failed and sorted(map(id, finished)) == sorted(map(id, files))
     texts = [" ".join(s.text for s in Packer.result(f).segments).lower() for f in finished]

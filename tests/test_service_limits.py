@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from test_service_support import JFK, Server, kill_on_exit, make_server, openai_client
+from test_service_support import JFK, Server, make_server, openai_client, serve_module
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,12 +26,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory):
         SLOWER_WHISPER_QUEUE_SIZE="1",
         SLOWER_WHISPER_WORKERS="1",
     )
-    server.start()
-    yield server
-    try:
-        assert server.stop() == 0
-    finally:
-        kill_on_exit(server)
+    yield from serve_module(server)
 
 
 def test_upload_over_limit_is_413(small_server: Server, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import DATA, add_input, load_json, run_cli, tiny_env, wer
-from test_service_support import JFK, Server, kill_on_exit, make_server
+from test_service_support import JFK, Server, make_server, serve_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -49,12 +49,7 @@ def packing_server(tmp_path_factory: pytest.TempPathFactory):
         BATCH_SIZE="4",
         ENABLE_EMOTION="false",
     )
-    server.start()
-    yield server
-    try:
-        assert server.stop() == 0, server.log()
-    finally:
-        kill_on_exit(server)
+    yield from serve_module(server)
 
 
 def _transcribe(server: Server, clip: Path) -> tuple[str, str]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,17 @@ def kill_on_exit(server: Server) -> None:
     if server.proc is not None and server.proc.poll() is None:
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait()
+
+
+def serve_module(server: Server) -> Iterator[Server]:
+    """Body of a module-scoped server fixture: start it, and at the end it must stop gracefully (exit 0);
+    it is killed if it does not."""
+    server.start()
+    yield server
+    try:
+        assert server.stop() == 0, server.log()
+    finally:
+        kill_on_exit(server)
 
 
 class CallbackReceiver:

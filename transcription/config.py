@@ -7,6 +7,7 @@ so a bad setting stops the process before any work with a message that names the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -205,6 +206,7 @@ class Settings:
         }
 
 
+@functools.cache  # asked for every input's fingerprint; the device's answer never changes in a process
 def auto_compute_type(device: str) -> str:
     """The fastest type this device runs well: float16 on GPUs that have it (int8_float32 on those that do
     not, e.g. before compute capability 5.3), int8 on CPU (float32 where the CPU has no int8 kernels)."""

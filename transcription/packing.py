@@ -161,6 +161,11 @@ class _Aligned:
 # ---------------------------------------------------------------- automatic batch size
 
 
+def choose_batch_size(engine: asr.Engine, requested: int) -> int:
+    """The batch size for packing: `requested` when one was set (above 1), else `auto_batch_size`."""
+    return requested if requested > 1 else auto_batch_size(engine)
+
+
 def auto_batch_size(engine: asr.Engine) -> int:
     """A batch size for packing on CUDA when none was set (`--batch-size` 1, the default).
 
@@ -351,10 +356,6 @@ class Packer:
             queue = self.pending.setdefault((f.language, f.options), deque())
             for feats, meta in zip(prep.features, prep.metadata, strict=True):
                 queue.append(_Chunk(f, w, feats, meta))
-
-    def queued(self) -> int:
-        with self.lock:
-            return sum(len(q) for q in self.pending.values())
 
     # ---------------------------------------------------------------- model side (one thread)
 
@@ -604,10 +605,6 @@ class SharedPacker:
         self._closed = False
         self._thread = threading.Thread(target=self._model_loop, name="packed-model", daemon=True)
         self._thread.start()
-
-    @property
-    def batch_size(self) -> int:
-        return self.packer.batch_size
 
     def transcribe(self, reader: audio.WavReader, options: AsrOptions) -> AsrResult:
         """Transcribe one normalised WAV; blocks the calling thread until its last batch is done."""

@@ -31,7 +31,7 @@ from typing import Any
 from . import asr, audio, pipeline
 from .config import Settings
 from .layout import Input
-from .packing import PackedFile, Packer, Prepared, auto_batch_size
+from .packing import PackedFile, Packer, Prepared, choose_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ class _Run:
     def __init__(self, processor: pipeline.Processor, batch_size: int, workers: int) -> None:
         self.p = processor
         self.packer = Packer(processor.engine, batch_size, self._finished, self._failed)
-        self.batch_size = batch_size
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
         self.written: list[Future] = []
@@ -203,9 +202,7 @@ def run_packed(
     if not packs(processor.engine.device, processor.options.batch_size):
         run_parallel(processor, inputs, stop, progress)
         return
-    batch_size = processor.options.batch_size
-    if batch_size <= 1:
-        batch_size = auto_batch_size(processor.engine)
+    batch_size = choose_batch_size(processor.engine, processor.options.batch_size)
     # Decoding runs on the processor's decode pool (sized by prepare_workers() in pipeline.run_batch).
     workers = prepare_workers(processor.engine.device)
     run = _Run(processor, batch_size, workers)
@@ -228,7 +225,7 @@ def _loop(
     processor, packer = run.p, run.packer
     # prepare future -> its claim (a file's first window) or its PackedFile (a later window of a long file)
     in_flight: dict[Future, Any] = {}
-    files_ahead = max(4, 2 * run.batch_size)  # leases held ahead of the model, bounded
+    files_ahead = max(4, 2 * packer.batch_size)  # leases held ahead of the model, bounded
     started = 0
     exhausted = False
     try:

@@ -345,9 +345,9 @@ async def _load(svc: Service) -> None:
 def _set_ready(svc: Service, engine: Any, seconds: float) -> None:
     svc.engine = engine
     if packs(svc.settings):
-        from transcription.packing import SharedPacker, auto_batch_size
+        from transcription.packing import SharedPacker, choose_batch_size
 
-        size = svc.settings.batch_size if svc.settings.batch_size > 1 else auto_batch_size(engine)
+        size = choose_batch_size(engine, svc.settings.batch_size)
         svc.packer = SharedPacker(engine, size, on_batch=svc.metrics.observe_batch)
         log.info("throughput mode: requests packed into shared batches of up to %d chunks", size)
     svc.loaded_at = int(time.time())
