@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from transcription import models, schema, writers
 from transcription.config import ConfigError, load_settings, parse_shard
-from transcription.layout import Layout, atomic_writer
+from transcription.layout import Layout, Lease, atomic_writer
 from transcription.schema import Segment, Word
 
 
@@ -80,6 +82,19 @@ def _doc(segments: list[Segment], duration: float) -> dict:
             "created_at": "now",
         },
     }
+
+
+def test_a_lease_not_yet_written_is_not_taken_over(tmp_path: Path) -> None:
+    """Between a holder's O_EXCL create and its write the lease file is empty: that claim is live."""
+    lease = Lease(tmp_path, "talk", ttl_s=60)
+    lease.path.write_bytes(b"")
+    assert not lease.acquire()
+    # Left empty for longer than the TTL, its creator died there: the file is taken over.
+    old = time.time() - 120
+    os.utime(lease.path, (old, old))
+    assert lease.acquire() and lease.held()
+    lease.release()
+    assert not lease.path.exists()
 
 
 def test_sanitize_enforces_timing_invariants() -> None:

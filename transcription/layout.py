@@ -251,11 +251,13 @@ class Lease:
 
     def _break_if_stale(self) -> bool:
         try:
-            held = json.loads(self.path.read_bytes() or b"{}")
+            held = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return True
         except (OSError, ValueError):
-            held = {}  # unreadable (torn write by a killed process): judge by age alone
+            # Empty or torn: its creator is between O_EXCL and its write, or was killed there. Judge by age
+            # alone, or a claim seconds old would be taken over and two workers would do one file.
+            held = {}
             try:
                 if time.time() - self.path.stat().st_mtime < self.ttl_s:
                     return False
