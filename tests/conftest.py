@@ -1,4 +1,5 @@
-"""Shared fixtures: the real speech data beside the repo, the offline tiny.en model, and a CLI runner."""
+"""Shared fixtures: the real speech data beside the repo (tests that need it skip without it), the offline
+tiny.en model, and a CLI runner."""
 
 from __future__ import annotations
 
@@ -14,16 +15,29 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+# The real speech the accuracy and end-to-end tests read; SLOWER_WHISPER_TEST_DATA points elsewhere.
+DATA = Path(os.environ.get("SLOWER_WHISPER_TEST_DATA") or REPO.parent / "shared" / "data")
+NO_DATA = f"test data not found at {DATA} (../shared/data beside the repo, or SLOWER_WHISPER_TEST_DATA)"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_data: reads the speech data (DATA); skipped when it is missing")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not DATA.is_dir():
-        raise pytest.UsageError(f"test data not found at {DATA} (../shared/data beside the repo)")
+    # Only the tests that read the data skip without it; the unit tests still run.
+    if DATA.is_dir():
+        return
+    for item in items:
+        if item.get_closest_marker("needs_data") or "data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.skip(reason=NO_DATA))
 
 
 @pytest.fixture(scope="session")
 def data() -> Path:
+    """The data folder; a test (or fixture) that asks for it is skipped when it is missing."""
+    if not DATA.is_dir():
+        pytest.skip(NO_DATA)
     return DATA
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA, add_input, load_json, run_cli, tiny_env, wer
 
+pytestmark = pytest.mark.needs_data  # reads ../shared/data
+
 LIBRIVOX = DATA / "en_read" / "librivox_sense_and_sensibility"
 LJSPEECH = DATA / "en_read" / "ljspeech"
 

@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from conftest import DATA, add_input, ffmpeg, load_json, run_cli, tiny_env
 
 from transcription import schema
@@ -21,6 +22,7 @@ def _outputs(root: Path, stem: str) -> list[Path]:
     ]
 
 
+@pytest.mark.needs_data
 def test_bad_inputs_are_isolated_and_reported(tmp_path: Path) -> None:
     root = tmp_path
     add_input(root, JFK, ODD_NAME)
@@ -54,6 +56,7 @@ def test_bad_inputs_are_isolated_and_reported(tmp_path: Path) -> None:
         assert {"ts", "level", "msg"} <= set(line)
 
 
+@pytest.mark.needs_data
 def test_rerun_skips_current_and_redoes_on_change(tmp_path: Path) -> None:
     add_input(tmp_path, JFK)
     env = tiny_env()
@@ -82,6 +85,7 @@ def test_rerun_skips_current_and_redoes_on_change(tmp_path: Path) -> None:
     assert "three" in load_json(tmp_path / "whisper_json" / "jfk.json")["text"].lower()
 
 
+@pytest.mark.needs_data
 def test_same_stem_inputs_do_not_overwrite(tmp_path: Path) -> None:
     add_input(tmp_path, JFK, "talk.flac")
     ffmpeg(
@@ -98,6 +102,7 @@ def test_same_stem_inputs_do_not_overwrite(tmp_path: Path) -> None:
     assert (tmp_path / "input_audio" / "talk.mp3.wav").is_file()
 
 
+@pytest.mark.needs_data
 def test_video_container_and_formats(tmp_path: Path) -> None:
     """A video (mp4 with an audio track) is decoded like any audio; the text outputs agree with the JSON."""
     ffmpeg(
@@ -151,6 +156,7 @@ def test_silence_gives_no_text_and_a_flag(tmp_path: Path) -> None:
             assert "no speech detected" in doc["meta"]["warnings"]
 
 
+@pytest.mark.needs_data
 def test_config_errors_exit_2_naming_the_setting(tmp_path: Path) -> None:
     add_input(tmp_path, JFK)
     cases = {
@@ -174,6 +180,7 @@ def test_config_errors_exit_2_naming_the_setting(tmp_path: Path) -> None:
     assert not (tmp_path / "whisper_json").exists()  # nothing done
 
 
+@pytest.mark.needs_data
 def test_missing_model_exits_2_with_the_fix(tmp_path: Path) -> None:
     add_input(tmp_path, JFK)
     env = tiny_env(WHISPER_MODEL="large-v3", HF_HOME=str(tmp_path / "empty-cache"))
@@ -183,6 +190,7 @@ def test_missing_model_exits_2_with_the_fix(tmp_path: Path) -> None:
     assert not (tmp_path / "whisper_json" / "jfk.json").exists()
 
 
+@pytest.mark.needs_data
 def test_read_only_output_folder(tmp_path: Path) -> None:
     import subprocess
 
@@ -210,6 +218,7 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
     assert "cannot write" in result.stderr and "transcripts" in result.stderr
 
 
+@pytest.mark.needs_data
 def test_batched_inference_with_and_without_vad(tmp_path: Path) -> None:
     from conftest import wer
 

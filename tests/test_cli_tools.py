@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from pathlib import Path
 
+import pytest
 from conftest import run_cli, tiny_env
 
 
@@ -57,3 +61,48 @@ def test_emotion_model_download_offline_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _help(command: str) -> str:
+    from transcription.cli import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    return " ".join(out.getvalue().split())
+
+
+def test_each_command_lists_the_flags_its_settings_declare(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transcription.config import BOOL_FIELDS, COMMANDS, SETTINGS, flag_name
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping: each help text appears whole
+    own = {"doctor": {"model", "device"}}  # the doctor words these two flags itself
+    for command in COMMANDS:
+        text = _help(command)
+        for name, spec in SETTINGS.items():
+            flag = flag_name(name)
+            listed = re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) is not None
+            if command in spec.commands:
+                assert listed and spec.help is not None and " ".join(spec.help.split()) in text, (
+                    command,
+                    flag,
+                )
+                assert (f"--no-{flag[2:]}" in text) == (name in BOOL_FIELDS), (command, flag)
+            else:
+                assert listed == (name in own.get(command, ())), (command, flag)
+
+
+def test_flags_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transcription.cli import build_parser, settings_from_args
+    from transcription.config import ENV_VARS
+
+    for env in ENV_VARS.values():
+        monkeypatch.delenv(env, raising=False)
+
+    args = build_parser().parse_args(
+        ["transcribe", "--device", "cpu", "--batch-size", "4", "--no-vad", "--language", "de", "--throughput"]
+    )
+    s = settings_from_args(args)
+    assert (s.device, s.batch_size, s.vad, s.language, s.throughput) == ("cpu", 4, False, "de", True)
+    s = settings_from_args(build_parser().parse_args(["enrich", "--no-emotion", "--log-format", "json"]))
+    assert (s.emotion, s.prosody, s.log_format) == (False, True, "json")

@@ -19,6 +19,8 @@ from transcription.schema import sanitize
 pytest.importorskip("torch")
 from test_enrich_emotion import save_tiny  # noqa: E402
 
+pytestmark = pytest.mark.needs_data  # reads ../shared/data
+
 SR = 16000
 
 

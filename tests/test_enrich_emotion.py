@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -25,7 +26,6 @@ from transcription.enrich import emotion as emotion_mod  # noqa: E402
 from transcription.enrich import emotion_model_info, emotion_model_status, enrich_document  # noqa: E402
 from transcription.enrich.emotion_model import Wav2Vec2EmotionRegressor  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {0: "arousal", 1: "dominance", 2: "valence"}
 
@@ -85,6 +85,7 @@ def reference_scores(model: Wav2Vec2EmotionRegressor, clip: np.ndarray) -> np.nd
         return model(inputs["input_values"], attention_mask=inputs["attention_mask"]).numpy()[0]
 
 
+@pytest.mark.needs_data
 def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     model = save_tiny(tmp_path / "m")
     clip = load_clip("03a01Wa.wav")
@@ -113,6 +114,7 @@ def test_model_is_cached_per_process(tmp_path: Path) -> None:
     assert a is b
 
 
+@pytest.mark.needs_data
 def test_batched_windows_match_single_inference(tmp_path: Path) -> None:
     """Padding in a batch must not change a clip's scores (masked pooling + attention mask)."""
     save_tiny(tmp_path / "m")
@@ -123,6 +125,7 @@ def test_batched_windows_match_single_inference(tmp_path: Path) -> None:
     np.testing.assert_allclose(batched, single, rtol=0, atol=1e-4)
 
 
+@pytest.mark.needs_data
 def test_long_segment_is_windowed_and_pooled(tmp_path: Path) -> None:
     save_tiny(tmp_path / "m")
     settings = settings_for(tmp_path / "m")
@@ -139,6 +142,7 @@ def test_long_segment_is_windowed_and_pooled(tmp_path: Path) -> None:
     assert results[0]["arousal"] == pytest.approx(float(np.clip(pooled[0], 0, 1)), abs=1e-4)
 
 
+@pytest.mark.needs_data
 def test_too_short_segment_is_null_with_reason(tmp_path: Path) -> None:
     save_tiny(tmp_path / "m")
     clip = load_clip("03a01Nc.wav")
@@ -179,6 +183,7 @@ def test_stock_classification_checkpoint_is_refused(tmp_path: Path) -> None:
         emotion_mod.load_emotion_model(settings_for(tmp_path / "stock"))
 
 
+@pytest.mark.needs_data
 def test_legacy_weight_norm_names_load_identically(tmp_path: Path) -> None:
     """Checkpoints saved before torch parametrizations (like the audeering one) name weight_g/weight_v."""
     model = save_tiny(tmp_path / "m")
@@ -200,6 +205,7 @@ def test_legacy_weight_norm_names_load_identically(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.needs_data
 def test_missing_preprocessor_config_uses_explicit_normalisation(tmp_path: Path) -> None:
     model = save_tiny(tmp_path / "m", preprocessor=False)
     clip = load_clip("03a01Nc.wav")
@@ -220,6 +226,7 @@ def test_wrong_label_names_are_refused(tmp_path: Path) -> None:
         emotion_mod.load_emotion_model(settings_for(tmp_path / "m"))
 
 
+@pytest.mark.needs_data
 def test_uncached_hub_model_fails_emotion_but_prosody_completes(tmp_path: Path) -> None:
     settings = Settings(hf_home=tmp_path / "hf", device="cpu")
     assert settings.emotion_model == DEFAULT_EMOTION_MODEL
@@ -247,6 +254,7 @@ def test_status_line_names_cache_state_and_licence(tmp_path: Path) -> None:
     assert "cached at" in emotion_model_status(settings_for(tmp_path / "m"))
 
 
+@pytest.mark.needs_data
 def test_hub_cache_layout_resolves_offline(tmp_path: Path) -> None:
     """A model placed in HF_HOME/hub the way snapshot_download stores it resolves without network."""
     repo = tmp_path / "hf" / "hub" / ("models--" + DEFAULT_EMOTION_MODEL.replace("/", "--"))

@@ -19,6 +19,8 @@ from transcription.config import Settings
 from transcription.enrich import enrich_document, prosody
 from transcription.enrich.pitch import track_pitch
 
+pytestmark = pytest.mark.needs_data  # reads ../shared/data
+
 SR = 16000
 LJ = sorted((DATA / "en_read" / "ljspeech").glob("*.wav"))
 JFK = DATA / "en_read" / "jfk" / "jfk.flac"

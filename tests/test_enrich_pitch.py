@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 from faster_whisper import decode_audio
 
 from transcription.enrich import prosody
@@ -17,7 +18,6 @@ from transcription.enrich.pitch import track_pitch
 
 parselmouth = pytest.importorskip("parselmouth")
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SR = 16000
 
 
@@ -99,6 +99,7 @@ def _fixed_spans(folder: str, pattern: str, span_s: float = 2.0, limit: int | No
             start += span_s
 
 
+@pytest.mark.needs_data
 def test_mean_f0_matches_praat_on_real_speech() -> None:
     """Median over segments of |mean F0 - Praat's mean F0| / Praat's mean must stay under 5%."""
     spans = list(_librivox_spans())

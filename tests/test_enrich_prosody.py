@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 from faster_whisper import decode_audio
 
 from transcription.config import Settings
 from transcription.enrich import enrich_document, levels, prosody, render
 from transcription.enrich.syllables import UnsupportedScript, count_word
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SR = 16000
 NO_EMOTION = Settings(emotion=False)
 
@@ -233,6 +233,7 @@ def _emodb_doc() -> tuple[dict, np.ndarray, list[str]]:
     return {"language": "de", "segments": segments}, np.concatenate(parts), [r["emotion"] for r in rows]
 
 
+@pytest.mark.needs_data
 def test_emodb_aroused_emotions_have_higher_pitch_than_neutral_and_sad() -> None:
     """One speaker, four acted emotions: anger and happiness are spoken higher than neutral and sadness.
 
@@ -252,6 +253,7 @@ def test_emodb_aroused_emotions_have_higher_pitch_than_neutral_and_sad() -> None
     assert all(st["status"]["prosody"] == "ok" for st in by_emotion.values())
 
 
+@pytest.mark.needs_data
 def test_librivox_read_speech_with_aligned_words() -> None:
     folder = DATA / "en_read" / "librivox_sense_and_sensibility"
     parts, segments, t = [], [], 0.0

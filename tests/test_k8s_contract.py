@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from conftest import DATA
 from test_dockerfile import exec_form, parse_dockerfile
 from test_k8s_manifests import K8S, REPO, all_containers, by_kind_name, render, standalone, workloads
 
 from transcription.cli import build_parser
 from transcription.config import DEFAULT_EMOTION_MODEL, ENV_VARS, ConfigError, load_settings
 
-DATA = REPO.parent / "shared" / "data"
 CLI = Path(sys.executable).parent / "slower-whisper"  # the console script, as in the image's PATH
 CONFIGMAP = ("ConfigMap", "slower-whisper-config")
 SECRET_NAME = "slower-whisper-secrets"
@@ -286,6 +286,7 @@ def last_run(root: Path) -> dict[str, Any]:
     return json.loads((root / ".slower-whisper" / "last-run.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_job_then_cronjob_transcribe_once_and_skip_after(
     objs: dict[tuple[str, str], dict[str, Any]], cm: dict[str, str], tmp_path: Path
@@ -323,6 +324,7 @@ def test_job_then_cronjob_transcribe_once_and_skip_after(
     assert elapsed < 30, f"nothing-new run took {elapsed:.1f} s"
 
 
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_indexed_job_shards_cover_every_input_exactly_once(
     objs: dict[tuple[str, str], dict[str, Any]], cm: dict[str, str], tmp_path: Path

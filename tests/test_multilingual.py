@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA, add_input, load_json, run_cli, tiny_env
 
+pytestmark = pytest.mark.needs_data  # reads ../shared/data
+
 
 @pytest.mark.slow
 def test_base_identifies_ru_and_zh(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from transcription.asr import AsrOptions, Engine
 from transcription.config import load_settings
 from transcription.packing import PackedFile, Packer
 
+pytestmark = pytest.mark.needs_data  # reads ../shared/data
+
 CLIP = DATA / "en_read" / "ljspeech" / "LJ001-0001.wav"
 
 

@@ -31,6 +31,7 @@ def _visible_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
 
 
+@pytest.mark.needs_data
 def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
     for wav in LJ[:6]:
         add_input(tmp_path, wav)
@@ -56,6 +57,7 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
     assert not list((tmp_path / ".slower-whisper" / "leases").iterdir())
 
 
+@pytest.mark.needs_data
 def test_two_workers_on_one_folder_never_duplicate(tmp_path: Path) -> None:
     for wav in LJ[:8]:
         add_input(tmp_path, wav)
@@ -83,6 +85,7 @@ def test_shards_cover_every_file_once(tmp_path: Path) -> None:
         assert all(len(o) == 1 for o in owners)
 
 
+@pytest.mark.needs_data
 def test_indexed_job_environment_selects_the_shard(tmp_path: Path) -> None:
     for wav in LJ[:5]:
         add_input(tmp_path, wav)
@@ -122,6 +125,7 @@ def test_stale_lease_of_a_dead_worker_expires(tmp_path: Path) -> None:
     assert not lease.path.exists()
 
 
+@pytest.mark.needs_data
 def test_watch_waits_for_uploads_to_finish_and_stops_on_sigterm(tmp_path: Path) -> None:
     (tmp_path / "raw_audio").mkdir(parents=True)
     proc = _spawn("watch", "--root", str(tmp_path), "--interval", "0.5", env=tiny_env())
@@ -166,6 +170,7 @@ def _peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[float, subproces
     return int(result.stdout.strip().splitlines()[-1]) / 1024, result
 
 
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_two_hour_file_memory_flat_and_no_drift(tmp_path: Path) -> None:
     """A 2-hour recording (speech once every 10 minutes) against a 30-minute one: the same peak memory, and
@@ -204,6 +209,7 @@ def test_two_hour_file_memory_flat_and_no_drift(tmp_path: Path) -> None:
         assert abs(start - 600 * k) < 0.6, f"drift at repeat {k}: {start}"
 
 
+@pytest.mark.needs_data
 def test_watch_in_throughput_mode(tmp_path: Path) -> None:
     """The watcher uses the throughput mode's strategy too (on CPU: files in parallel)."""
     (tmp_path / "raw_audio").mkdir(parents=True)

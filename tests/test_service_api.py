@@ -17,6 +17,7 @@ pytestmark = pytest.mark.timeout(300)
 main_server = support.main_server  # the shared server fixture
 
 
+@pytest.mark.needs_data
 def test_json_text_srt_vtt_with_openai_client(main_server: Server) -> None:
     client = openai_client(main_server)
     with JFK.open("rb") as fh:
@@ -36,6 +37,7 @@ def test_json_text_srt_vtt_with_openai_client(main_server: Server) -> None:
     assert vtt.startswith("WEBVTT") and "country" in vtt.lower()
 
 
+@pytest.mark.needs_data
 def test_verbose_json_with_words(main_server: Server) -> None:
     client = openai_client(main_server)
     with JFK.open("rb") as fh:
@@ -63,6 +65,7 @@ def test_verbose_json_with_words(main_server: Server) -> None:
     assert words_only.words and words_only.segments is None
 
 
+@pytest.mark.needs_data
 def test_slower_whisper_json_is_the_full_document(main_server: Server) -> None:
     with JFK.open("rb") as fh:
         r = httpx.post(
@@ -79,6 +82,7 @@ def test_slower_whisper_json_is_the_full_document(main_server: Server) -> None:
     assert doc["segments"][0]["words"]
 
 
+@pytest.mark.needs_data
 def test_models_and_unknown_model(main_server: Server) -> None:
     client = openai_client(main_server)
     ids = {m.id for m in client.models.list()}
@@ -88,6 +92,7 @@ def test_models_and_unknown_model(main_server: Server) -> None:
     assert err.value.code == "model_not_found"
 
 
+@pytest.mark.needs_data
 def test_auth(main_server: Server) -> None:
     url = f"{main_server.url}/v1/models"
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEYS[0]}"}):
@@ -103,6 +108,7 @@ def test_auth(main_server: Server) -> None:
         assert httpx.get(main_server.url + path).status_code == 200
 
 
+@pytest.mark.needs_data
 def test_concurrent_requests_all_succeed(main_server: Server) -> None:
     client = openai_client(main_server)
 
@@ -127,6 +133,7 @@ def test_undecodable_upload_is_400(main_server: Server, tmp_path: Path) -> None:
     assert main_server.uploads_left() == []
 
 
+@pytest.mark.needs_data
 def test_bad_requests_are_json_errors(main_server: Server) -> None:
     h = main_server.headers()
     r = httpx.post(f"{main_server.url}/v1/audio/transcriptions", headers=h, data={"model": "whisper-1"})
@@ -153,6 +160,7 @@ def _wait_job(server: Server, job_id: str, timeout: float = 120) -> dict:
     raise AssertionError(f"job {job_id} did not finish")
 
 
+@pytest.mark.needs_data
 def test_job_lifecycle_with_callback(main_server: Server) -> None:
     hook = CallbackReceiver()
     try:
@@ -206,6 +214,7 @@ def test_failed_job_records_the_error(main_server: Server) -> None:
     assert r.status_code == 409
 
 
+@pytest.mark.needs_data
 def test_metrics_parse(main_server: Server) -> None:
     with JFK.open("rb") as fh:
         openai_client(main_server).audio.transcriptions.create(model="whisper-1", file=fh)

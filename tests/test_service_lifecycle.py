@@ -67,6 +67,7 @@ def _record(root: Path, job_id: str) -> dict:
     return json.loads((root / ".slower-whisper" / "jobs" / job_id / "job.json").read_text())
 
 
+@pytest.mark.needs_data
 def test_jobs_survive_kill_and_restart(tmp_path: Path) -> None:
     server = make_server(tmp_path, "root", SLOWER_WHISPER_WORKERS="1").start()
     try:
@@ -101,6 +102,7 @@ def test_jobs_survive_kill_and_restart(tmp_path: Path) -> None:
         kill_on_exit(server)
 
 
+@pytest.mark.needs_data
 def test_sigterm_lets_the_request_finish(tmp_path: Path) -> None:
     server = make_server(tmp_path, "root", SLOWER_WHISPER_WORKERS="1").start()
     try:

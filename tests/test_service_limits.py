@@ -14,7 +14,7 @@ import openai
 import pytest
 from test_service_support import JFK, Server, make_server, openai_client, serve_module
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from conftest import DATA, add_input, load_json, run_cli, tiny_env, wer
 from test_service_support import JFK, Server, make_server, serve_module
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.needs_data]
 
 CLIPS = [
     *sorted((DATA / "en_read" / "ljspeech").glob("*.wav"))[:6],

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from test_service_support import JFK, CallbackReceiver, Server, kill_on_exit, make_server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.needs_data]
 
 LEASE_TTL_S = 5.0
 HEARTBEAT_S = max(1.0, LEASE_TTL_S / 4)  # how often a holder renews its lease (transcription.layout.Lease)

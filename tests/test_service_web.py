@@ -4,13 +4,14 @@ shared real server: upload jfk.flac, read the transcript, prosody and the pitch/
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
 import test_service_support as support
 from test_service_support import JFK, Server
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 main_server = support.main_server  # the shared server fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,9 +42,9 @@ def test_upload_page_shows_transcript_prosody_and_plot(main_server: Server, brow
     page.set_input_files("#file", str(JFK))
     page.check("#enrich")
     page.click("#submit")
-    page.wait_for_function(
-        "document.getElementById('status').textContent.startsWith('Done')", timeout=120_000
-    )
+    # Waits use locators, not wait_for_function: its string predicates need eval, which the page's
+    # content security policy forbids.
+    page.locator("#status").filter(has_text=re.compile(r"^\s*Done")).wait_for(timeout=120_000)
     rows = page.locator("#segments tbody tr")
     assert rows.count() >= 1
     assert "country" in page.inner_text("#segments").lower()
@@ -67,7 +68,7 @@ def test_upload_page_shows_transcript_prosody_and_plot(main_server: Server, brow
     # A wrong key shows the server's error message instead of a result.
     page.fill("#apikey", "wrong-key")
     page.click("#submit")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('Failed')")
+    page.locator("#status").filter(has_text=re.compile(r"^\s*Failed")).wait_for()
     assert "API key" in page.inner_text("#status")
     if shot := os.environ.get("SERVICE_WEB_SCREENSHOT"):
         page.screenshot(path=shot, full_page=True)

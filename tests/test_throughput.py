@@ -185,7 +185,7 @@ def test_parallel_files_on_cpu_equal_the_per_file_path(tmp_path: Path, data: Pat
     """CPU, no batch size: files run in parallel, one per core, with the per-file path's exact output."""
     import json
 
-    from transcription.asr import usable_cpus
+    from transcription.hardware import usable_cpus
 
     clips = _clips(data)[:8]
     for name in ("sequential", "parallel"):

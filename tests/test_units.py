@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -176,3 +178,127 @@ def test_download_reaches_the_network_boundary(tmp_path: Path, monkeypatch: pyte
         models.download("small", settings)
     with pytest.raises(models.ModelError, match="unknown model"):
         models.download("not-a-model", settings)
+
+
+# A value other than the default for each setting, as its environment variable would hold it.
+_RAW = {
+    "bool": lambda default: str(not default).lower(),
+    "int": lambda default: "7",
+    "float": lambda default: "7",
+    "str": lambda default: "other",
+    "Path": lambda default: "/elsewhere",
+}
+_RAW_BY_NAME = {
+    "device": "cpu",
+    "compute_type": "float32",
+    "language": "de",
+    "log_level": "DEBUG",
+    "log_format": "json",
+}
+
+
+def test_every_declared_setting_is_read_from_its_variable_and_config_key(tmp_path: Path) -> None:
+    from transcription.config import ENV_VARS, SETTINGS, Settings
+
+    assert {f.name for f in dataclasses.fields(Settings)} == {*SETTINGS, "extra"}
+    assert {name: spec.env for name, spec in SETTINGS.items()} == ENV_VARS
+    assert len(set(ENV_VARS.values())) == len(ENV_VARS)
+    types = {f.name: str(f.type).split(" | ")[0] for f in dataclasses.fields(Settings)}
+    for name, env in ENV_VARS.items():
+        default = getattr(Settings(), name)
+        raw = _RAW_BY_NAME.get(name) or _RAW[types[name]](default)
+        from_env = getattr(load_settings({}, None, {env: raw}), name)
+        assert from_env != default, (name, env, raw)
+        cfg = tmp_path / "s.json"
+        for key in (name, env):  # a config file may use either name
+            cfg.write_text(json.dumps({key: raw}))
+            assert getattr(load_settings({}, cfg, {}), name) == from_env, (name, key)
+
+
+def test_fingerprint_comes_from_the_declaration_and_is_unchanged() -> None:
+    from transcription.config import SETTINGS, Settings
+
+    settings = Settings(device="cpu")
+    assert list(settings.fingerprint_fields()) == [n for n, s in SETTINGS.items() if s.fingerprint]
+    # The exact values: outputs written before the declaration existed must stay current.
+    assert settings.fingerprint_fields() == {
+        "model": "large-v3",
+        "compute_type": "int8",
+        "language": "auto",
+        "batch_size": 1,
+        "beam_size": 5,
+        "word_timestamps": True,
+        "vad": True,
+        "throughput": False,
+        "condition_on_previous_text": False,
+        "hallucination_silence_threshold": 2.0,
+    }
+    changed = Settings(
+        device="cpu", language="de", batch_size=4, vad=False, hallucination_silence_threshold=None
+    )
+    fields = changed.fingerprint_fields()
+    assert (fields["language"], fields["batch_size"], fields["vad"]) == ("de", 4, False)
+    assert fields["hallucination_silence_threshold"] is None
+    # Settings that do not change a transcript are not in it.
+    assert Settings(device="cpu", enrich=True, workers=9, log_level="DEBUG").fingerprint_fields() == (
+        settings.fingerprint_fields()
+    )
+
+
+def test_engine_options_come_from_the_declaration() -> None:
+    from transcription.asr import AsrOptions
+    from transcription.config import DECODING_FIELDS, DECODING_META_FIELDS, Settings
+
+    option_fields = {f.name: f.default for f in dataclasses.fields(AsrOptions)}
+    shared = [f.name for f in dataclasses.fields(Settings) if f.name in option_fields]
+    assert list(DECODING_FIELDS) == shared  # every option named like a setting is declared as one
+    for name in DECODING_FIELDS:
+        assert option_fields[name] == getattr(Settings(), name), name  # same defaults
+    settings = Settings(language="de", batch_size=4, beam_size=2, word_timestamps=False, vad=False)
+    options = AsrOptions.from_settings(settings, language="fr", temperature=None)
+    assert {n: getattr(options, n) for n in DECODING_FIELDS} == {
+        n: "fr" if n == "language" else getattr(settings, n) for n in DECODING_FIELDS
+    }
+    assert set(DECODING_META_FIELDS) <= set(DECODING_FIELDS)
+    assert options.meta_fields() == {"batch_size": 4, "beam_size": 2, "word_timestamps": False, "vad": False}
+
+
+def test_user_facing_errors_share_one_base() -> None:
+    from transcription import config, pipeline
+    from transcription.enrich import EmotionUnavailable
+    from transcription.errors import UsageError
+
+    for cls in (config.ConfigError, models.ModelError, pipeline.RunError, EmotionUnavailable):
+        assert issubclass(cls, UsageError), cls
+    assert issubclass(config.ConfigError, ValueError) and issubclass(EmotionUnavailable, RuntimeError)
+    assert config.ConfigError("BEAM_SIZE: bad").user_message() == "configuration error: BEAM_SIZE: bad"
+    assert models.ModelError("no model").user_message() == "no model"
+
+
+def test_languages_and_sample_rate_are_declared_once() -> None:
+    from transcription import audio, config
+    from transcription.enrich import emotion, prosody
+    from transcription.service import formats
+
+    assert formats.LANGUAGE_NAMES is config.LANGUAGE_NAMES
+    assert set(config.LANGUAGE_NAMES) == config.WHISPER_LANGUAGES and len(config.LANGUAGE_NAMES) == 100
+    assert config.LANGUAGE_NAMES["en"] == "english" and config.LANGUAGE_NAMES["yue"] == "cantonese"
+    assert emotion.SAMPLE_RATE is audio.SAMPLE_RATE and prosody.SAMPLE_RATE is audio.SAMPLE_RATE
+
+
+def test_readme_settings_table_matches_the_declaration() -> None:
+    import re
+
+    from transcription.config import ENV_VARS, SETTINGS, flag_name
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| variable | flag | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    by_env = {env: name for name, env in ENV_VARS.items()}
+    listed: list[str] = []
+    for row in table.splitlines()[2:]:
+        variable, flag = row.split("|")[1:3]
+        envs = re.findall(r"`([A-Z_]+)`", variable)
+        listed += envs
+        flags = {f.replace("[no-]", "") for f in re.findall(r"`(--[^`]+)`", flag)}
+        assert flags == {flag_name(by_env[e]) for e in envs if SETTINGS[by_env[e]].help}, row
+    assert sorted(listed) == sorted(ENV_VARS.values())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -12,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from . import models
+from . import fw_internals, hardware, models
 from .audio import SAMPLE_RATE, WavReader
-from .config import Settings
+from .config import DECODING_FIELDS, DECODING_META_FIELDS, Settings, english_only_message
 from .schema import Segment, Word, sanitize
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ _CUT_FRAME_S = 0.2
 class AsrOptions:
     language: str | None = None
     beam_size: int = 5
-    batch_size: int = 1
+    batch_size: int | None = None  # None: not set (unbatched here, automatic when packing)
     word_timestamps: bool = True
     vad: bool = True
     condition_on_previous_text: bool = False
@@ -40,16 +39,17 @@ class AsrOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> AsrOptions:
-        base = cls(
-            language=settings.language,
-            beam_size=settings.beam_size,
-            batch_size=settings.batch_size,
-            word_timestamps=settings.word_timestamps,
-            vad=settings.vad,
-            condition_on_previous_text=settings.condition_on_previous_text,
-            hallucination_silence_threshold=settings.hallucination_silence_threshold,
-        )
+        """The settings' decoding options (the fields declared `decoding`), then any overrides not None."""
+        base = cls(**{name: getattr(settings, name) for name in DECODING_FIELDS})
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def meta_fields(self) -> dict[str, Any]:
+        """The options a document's meta records, as they were used (`config.DECODING_META_FIELDS`); an
+        unset batch size is recorded as 1, as documents always have."""
+        out = {name: getattr(self, name) for name in DECODING_META_FIELDS}
+        if "batch_size" in out:
+            out["batch_size"] = out["batch_size"] or 1
+        return out
 
 
 @dataclass
@@ -85,11 +85,8 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings, workers: int = 1) -> Engine:
-        """Load the model for `workers` concurrent transcriptions.
-
-        On CPU the cores are divided between the workers: CTranslate2's intra-op threads scale poorly on few
-        cores, so separate files in parallel use them better than one file on all of them.
-        """
+        """Load the model for `workers` concurrent transcriptions (on CPU they share the cores:
+        `hardware.cpu_threads`)."""
         from faster_whisper import WhisperModel
 
         path = models.resolve(settings.model, settings)
@@ -97,13 +94,12 @@ class Engine:
         compute_type = settings.resolved_compute_type()
         started = time.perf_counter()
         try:
-            cpu_threads = max(1, usable_cpus() // workers) if device == "cpu" and workers > 1 else 0
             model = WhisperModel(
                 str(path),
                 device=device,
                 compute_type=compute_type,
                 num_workers=workers,
-                cpu_threads=cpu_threads,
+                cpu_threads=hardware.cpu_threads(device, workers),
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise models.ModelError(
@@ -120,14 +116,18 @@ class Engine:
                 "seconds": round(elapsed, 3),
             },
         )
-        return cls(model, settings.model, path, device, compute_type, elapsed, workers)
+        engine = cls(model, settings.model, path, device, compute_type, elapsed, workers)
+        if settings.language not in (None, "en") and not engine.multilingual:
+            # A local folder's name need not say it is English-only; the loaded model does.
+            raise models.ModelError(english_only_message(str(path), settings.language))
+        return engine
 
     @property
     def multilingual(self) -> bool:
-        return bool(self.model.model.is_multilingual)
+        return fw_internals.is_multilingual(self.model)
 
     def _pipeline(self, options: AsrOptions) -> object:
-        if options.batch_size <= 1:
+        if not batched(options):
             return self.model
         if self._batched is None:
             from faster_whisper import BatchedInferencePipeline
@@ -180,7 +180,7 @@ class Engine:
         if o.word_timestamps and o.hallucination_silence_threshold is not None:
             kwargs["hallucination_silence_threshold"] = o.hallucination_silence_threshold
         pipeline = self._pipeline(o)
-        if o.batch_size > 1:
+        if batched(o):
             kwargs["batch_size"] = o.batch_size
             kwargs.pop("condition_on_previous_text")  # batched chunks are independent by design
             if not o.vad:
@@ -191,21 +191,14 @@ class Engine:
                 ]
         raw, info = pipeline.transcribe(chunk, **kwargs)  # type: ignore[attr-defined]
         out = from_faster_whisper(raw)
-        if o.batch_size > 1:
+        if batched(o):
             out = split_segments(out)  # a batched chunk comes back as one segment of up to 30 s
         return out, info
 
 
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a pod's CPU limit)."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
+def batched(options: AsrOptions) -> bool:
+    """Whether the per-file path uses faster-whisper's batched pipeline: a batch size above 1 was set."""
+    return (options.batch_size or 1) > 1
 
 
 def from_faster_whisper(raw: Iterable[Any]) -> list[Segment]:

@@ -14,10 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, logsetup
-from .config import ENV_VARS, ConfigError, Settings, load_settings, parse_shard
+from .config import (
+    BOOL_FIELDS,
+    COMMANDS,
+    ENV_VARS,
+    FLAG_FIELDS,
+    SETTINGS,
+    ConfigError,
+    Settings,
+    flag_name,
+    load_settings,
+    parse_shard,
+)
+from .errors import UsageError
 
 if TYPE_CHECKING:
-    from .pipeline import Strategy
+    from .pipeline import RunReport, Strategy
 
 log = logging.getLogger("slower_whisper")
 
@@ -30,57 +42,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, command: str) -> None:
+    """`--config` and the flag of every setting `command` takes (`Spec.commands`), as the settings declare
+    them; the flags every command takes come first."""
     p.add_argument(
         "--config", type=Path, help="settings file (TOML or JSON); flags and environment override it"
     )
-    p.add_argument("--root", help="root folder holding raw_audio/ (env SLOWER_WHISPER_ROOT, default .)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL)")
-    p.add_argument(
-        "--log-format", choices=["text", "json"], help="env LOG_FORMAT; default text on a terminal"
-    )
-
-
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        help="size name (tiny.en, base, large-v3, turbo, ...), hub repo id or local "
-        "directory (env WHISPER_MODEL, default large-v3)",
-    )
-    p.add_argument("--device", help="auto, cuda or cpu (env WHISPER_DEVICE)")
-    p.add_argument(
-        "--compute-type",
-        help="float16, int8, int8_float16, ... (env WHISPER_COMPUTE_TYPE; "
-        "default float16 on cuda, int8 on cpu)",
-    )
-    p.add_argument("--language", help="ISO code such as en, or auto to detect (env WHISPER_LANGUAGE)")
-    p.add_argument("--batch-size", help="> 1 uses batched inference (env BATCH_SIZE)")
-    p.add_argument("--beam-size", help="beam width, 1 = greedy (env BEAM_SIZE)")
-    p.add_argument(
-        "--word-timestamps",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="word-level timings (default on)",
-    )
-    p.add_argument(
-        "--vad",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="skip non-speech with voice activity detection (default on)",
-    )
-    p.add_argument(
-        "--enrich",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run Stage 2 enrichment (env ENABLE_AUDIO_ENRICHMENT)",
-    )
-    p.add_argument(
-        "--throughput",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="work across files: packed GPU batches, or files in parallel on CPU "
-        "(env SLOWER_WHISPER_THROUGHPUT)",
-    )
+    names = [name for name, spec in SETTINGS.items() if command in spec.commands]
+    for name in sorted(names, key=lambda name: SETTINGS[name].commands != COMMANDS):  # stable: declared order
+        spec = SETTINGS[name]
+        if name in BOOL_FIELDS:
+            p.add_argument(
+                flag_name(name), action=argparse.BooleanOptionalAction, default=None, help=spec.help
+            )
+        else:  # the value is parsed and checked by load_settings, which names the flag on error
+            choices = list(spec.choices) if spec.choices else None
+            p.add_argument(flag_name(name), choices=choices, help=spec.help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,29 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("transcribe", help="Stage 1 (and Stage 2 when enabled) over raw_audio/")
-    _common(p)
-    _model_flags(p)
+    _common(p, "transcribe")
     p.add_argument("--force", action="store_true", help="redo inputs whose outputs are already current")
     p.add_argument("--shard", help="I/N: only this shard of the inputs (default from JOB_COMPLETION_INDEX)")
     p.add_argument("--shard-count", type=int, help="N when the index comes from JOB_COMPLETION_INDEX")
 
     p = sub.add_parser("enrich", help="Stage 2 alone on existing transcripts (missing or failed features)")
-    _common(p)
-    p.add_argument(
-        "--prosody", action=argparse.BooleanOptionalAction, default=None, help="env ENABLE_PROSODY"
-    )
-    p.add_argument(
-        "--emotion", action=argparse.BooleanOptionalAction, default=None, help="env ENABLE_EMOTION"
-    )
+    _common(p, "enrich")
 
     p = sub.add_parser("watch", help="transcribe new inputs as they arrive (long-running)")
-    _common(p)
-    _model_flags(p)
+    _common(p, "watch")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between scans (default 5)")
 
     p = sub.add_parser("serve", help="the HTTP service")
-    _common(p)
-    _model_flags(p)
+    _common(p, "serve")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument(
@@ -121,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("models", help="list, download or locate models")
-    _common(p)
+    _common(p, "models")
     msub = p.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
     msub.add_parser("list", help="known models and whether each is available offline")
     d = msub.add_parser("download", help="fetch a model into the cache ahead of time")
@@ -130,34 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name")
 
     p = sub.add_parser("doctor", help="device, libraries, ffmpeg, model cache and effective settings")
-    _common(p)
+    _common(p, "doctor")
+    # The doctor's own wording for two settings it checks; they are read like any setting's flag.
     p.add_argument("--model", help="model to check (env WHISPER_MODEL)")
     p.add_argument("--device", help="device to check (env WHISPER_DEVICE)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
-_FLAG_FIELDS = (
-    "root",
-    "model",
-    "device",
-    "compute_type",
-    "language",
-    "batch_size",
-    "beam_size",
-    "word_timestamps",
-    "vad",
-    "throughput",
-    "enrich",
-    "prosody",
-    "emotion",
-    "log_level",
-    "log_format",
-)
-
-
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name) for name in _FLAG_FIELDS if getattr(args, name, None) is not None}
+    flags = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name, None) is not None}
     return load_settings(flags, args.config)
 
 
@@ -165,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except ConfigError as exc:
-        print(f"slower-whisper: configuration error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # before logging is set up
+        print(f"slower-whisper: {exc.user_message()}", file=sys.stderr)
         return EXIT_USAGE
     logsetup.setup(settings.log_level, settings.log_format)
     try:
         return _dispatch(args, settings)
-    except ConfigError as exc:
-        log.error(f"configuration error: {exc}")
+    except UsageError as exc:  # bad usage or configuration, nothing done
+        log.error(exc.user_message())
         return EXIT_USAGE
     except KeyboardInterrupt:
         log.error("interrupted")
@@ -180,39 +130,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from .models import ModelError
-    from .pipeline import RunError
+    if args.command == "transcribe":
+        return _transcribe(args, settings)
+    if args.command == "enrich":
+        from .pipeline import install_stop_signals, run_enrich
 
-    try:
-        if args.command == "transcribe":
-            return _transcribe(args, settings)
-        if args.command == "enrich":
-            from .pipeline import install_stop_signals, run_enrich
+        stop = threading.Event()
+        install_stop_signals(stop)
+        return _finished(run_enrich(settings, stop=stop))
+    if args.command == "watch":
+        from .pipeline import install_stop_signals, watch
 
-            stop = threading.Event()
-            install_stop_signals(stop)
-            return run_enrich(settings, stop=stop).exit_code
-        if args.command == "watch":
-            from .pipeline import install_stop_signals, watch
+        if not 0 < args.interval <= 3600:  # also refuses nan and inf
+            raise ConfigError(f"--interval: must be above 0 and at most 3600 seconds, got {args.interval}")
+        stop = threading.Event()
+        install_stop_signals(stop)
+        return watch(settings, stop=stop, interval=args.interval, strategy=_strategy(settings))
+    if args.command == "serve":
+        from .service import serve
 
-            stop = threading.Event()
-            install_stop_signals(stop)
-            return watch(settings, stop=stop, interval=args.interval, strategy=_strategy(settings))
-        if args.command == "serve":
-            from .service import serve
+        return serve(settings, args.host, args.port, args.allow_unauthenticated)
+    if args.command == "models":
+        return _models(args, settings)
+    if args.command == "doctor":
+        from .doctor import report
 
-            return serve(settings, args.host, args.port, args.allow_unauthenticated)
-        if args.command == "models":
-            return _models(args, settings)
-        if args.command == "doctor":
-            from .doctor import report
-
-            info = report(settings)
-            print(json.dumps(info, indent=2) if args.json else _format_doctor(info))
-            return EXIT_OK if info["ok"] else EXIT_USAGE
-    except (ModelError, RunError) as exc:
-        log.error(str(exc))
-        return EXIT_USAGE
+        info = report(settings)
+        print(json.dumps(info, indent=2) if args.json else _format_doctor(info))
+        return EXIT_OK if info["ok"] else EXIT_USAGE
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -232,8 +177,15 @@ def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     install_stop_signals(stop)
     report = run_batch(settings, force=args.force, shard=shard, stop=stop, strategy=_strategy(settings))
+    return _finished(report)
+
+
+def _finished(report: RunReport) -> int:
+    """One `FAILED` line per failed input (and for a report that could not be written); the exit code."""
     for failure in report.failed:
         print(f"FAILED {failure['file']}: {failure['error']}", file=sys.stderr)
+    if report.report_error:
+        print(f"FAILED run report: {report.report_error}", file=sys.stderr)
     return report.exit_code
 
 
@@ -252,12 +204,9 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if args.models_command == "download":
         if args.name == settings.emotion_model or args.name == "emotion":
-            from .enrich import EmotionUnavailable, download_emotion_model
+            from .enrich import download_emotion_model
 
-            try:
-                print(download_emotion_model(settings))
-            except EmotionUnavailable as exc:
-                raise models.ModelError(str(exc)) from None
+            print(download_emotion_model(settings))  # EmotionUnavailable is a UsageError
             return EXIT_OK
         print(models.download(args.name, settings))
         return EXIT_OK

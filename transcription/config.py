@@ -2,19 +2,26 @@
 
 Precedence is flag > environment > ``--config`` file > default. Every value is validated here, at start-up,
 so a bad setting stops the process before any work with a message that names the setting.
+
+Each setting is declared once, as a `Settings` field whose `Spec` metadata says how it is read (variable,
+parser), which commands take its flag, and whether it changes a transcript or is an engine option. The
+environment table, config-file keys, CLI flags, `asr.AsrOptions.from_settings` and the fingerprint are all
+derived from that declaration.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import hardware
+from .errors import UsageError
 
 DEFAULT_EMOTION_MODEL = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
 
@@ -34,202 +41,48 @@ COMPUTE_TYPES = (
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 
-# Whisper's language codes (tokenizer LANGUAGES of openai/whisper), plus "auto" for detection.
-WHISPER_LANGUAGES = frozenset(
-    [
-        "en",
-        "zh",
-        "de",
-        "es",
-        "ru",
-        "ko",
-        "fr",
-        "ja",
-        "pt",
-        "tr",
-        "pl",
-        "ca",
-        "nl",
-        "ar",
-        "sv",
-        "it",
-        "id",
-        "hi",
-        "fi",
-        "vi",
-        "he",
-        "uk",
-        "el",
-        "ms",
-        "cs",
-        "ro",
-        "da",
-        "hu",
-        "ta",
-        "no",
-        "th",
-        "ur",
-        "hr",
-        "bg",
-        "lt",
-        "la",
-        "mi",
-        "ml",
-        "cy",
-        "sk",
-        "te",
-        "fa",
-        "lv",
-        "bn",
-        "sr",
-        "az",
-        "sl",
-        "kn",
-        "et",
-        "mk",
-        "br",
-        "eu",
-        "is",
-        "hy",
-        "ne",
-        "mn",
-        "bs",
-        "kk",
-        "sq",
-        "sw",
-        "gl",
-        "mr",
-        "pa",
-        "si",
-        "km",
-        "sn",
-        "yo",
-        "so",
-        "af",
-        "oc",
-        "ka",
-        "be",
-        "tg",
-        "sd",
-        "gu",
-        "am",
-        "yi",
-        "lo",
-        "uz",
-        "fo",
-        "ht",
-        "ps",
-        "tk",
-        "nn",
-        "mt",
-        "sa",
-        "lb",
-        "my",
-        "bo",
-        "tl",
-        "mg",
-        "as",
-        "tt",
-        "haw",
-        "ln",
-        "ha",
-        "ba",
-        "jw",
-        "su",
-        "yue",
-    ]
+# Whisper's languages, code -> English name, as openai/whisper's tokenizer lists them (its LANGUAGES). The one
+# list: settings and requests validate codes against it, verbose_json reports the name.
+_NAMES = (
+    "en english,zh chinese,de german,es spanish,ru russian,ko korean,fr french,ja japanese,pt portuguese,"
+    "tr turkish,pl polish,ca catalan,nl dutch,ar arabic,sv swedish,it italian,id indonesian,hi hindi,"
+    "fi finnish,vi vietnamese,he hebrew,uk ukrainian,el greek,ms malay,cs czech,ro romanian,da danish,"
+    "hu hungarian,ta tamil,no norwegian,th thai,ur urdu,hr croatian,bg bulgarian,lt lithuanian,la latin,"
+    "mi maori,ml malayalam,cy welsh,sk slovak,te telugu,fa persian,lv latvian,bn bengali,sr serbian,"
+    "az azerbaijani,sl slovenian,kn kannada,et estonian,mk macedonian,br breton,eu basque,is icelandic,"
+    "hy armenian,ne nepali,mn mongolian,bs bosnian,kk kazakh,sq albanian,sw swahili,gl galician,mr marathi,"
+    "pa punjabi,si sinhala,km khmer,sn shona,yo yoruba,so somali,af afrikaans,oc occitan,ka georgian,"
+    "be belarusian,tg tajik,sd sindhi,gu gujarati,am amharic,yi yiddish,lo lao,uz uzbek,fo faroese,"
+    "ht haitian creole,ps pashto,tk turkmen,nn nynorsk,mt maltese,sa sanskrit,lb luxembourgish,my myanmar,"
+    "bo tibetan,tl tagalog,mg malagasy,as assamese,tt tatar,haw hawaiian,ln lingala,ha hausa,ba bashkir,"
+    "jw javanese,su sundanese,yue cantonese"
 )
+LANGUAGE_NAMES: dict[str, str] = dict(item.split(" ", 1) for item in _NAMES.split(","))
+WHISPER_LANGUAGES = frozenset(LANGUAGE_NAMES)  # "auto" (detect) is accepted besides these
+
+# The CLI's commands, for `Spec.commands`: which of them take a setting's flag.
+COMMANDS = ("transcribe", "enrich", "watch", "serve", "models", "doctor")
+_RUNS = ("transcribe", "watch", "serve")  # the commands that transcribe
 
 
-class ConfigError(ValueError):
+# The ranges of numeric settings (README, "Settings"): generous for real use, far below what breaks a process.
+MAX_BATCH_SIZE = 256
+MAX_BEAM_SIZE = 32
+MAX_UPLOAD_MB = 1024 * 1024  # 1 TiB: uploads stream to disk, so only the volume bounds them
+MAX_WORKERS = 256
+MAX_QUEUE_SIZE = 100_000
+MAX_LEASE_TTL_S = 86_400
+MAX_THRESHOLD_S = 3_600.0
+MAX_SHARDS = 100_000  # Kubernetes' own limit on an Indexed Job's completions
+
+
+class ConfigError(UsageError, ValueError):
     """A setting has an invalid value; the message names the setting."""
 
-
-@dataclass(frozen=True)
-class Settings:
-    root: Path = Path(".")
-    model: str = "large-v3"
-    device: str = "auto"
-    compute_type: str | None = None  # None: float16 on cuda, int8 on cpu
-    language: str | None = None  # None: detect
-    batch_size: int = 1  # > 1 uses faster-whisper's batched pipeline
-    beam_size: int = 5
-    word_timestamps: bool = True
-    vad: bool = True
-    condition_on_previous_text: bool = False
-    hallucination_silence_threshold: float | None = 2.0
-    throughput: bool = False  # work across files: packed GPU batches, files in parallel on CPU
-    enrich: bool = False
-    prosody: bool = True
-    emotion: bool = True
-    emotion_model: str = DEFAULT_EMOTION_MODEL
-    hf_token: str | None = dataclasses.field(default=None, repr=False)
-    hf_home: Path | None = None
-    api_key: str | None = dataclasses.field(default=None, repr=False)
-    max_upload_mb: int = 1024
-    workers: int = 2  # concurrent inference workers in the service
-    queue_size: int = 32  # queued requests/jobs before the service answers 429/503
-    lease_ttl: float = 120.0  # seconds before a dead worker's claim on a file may be taken over
-    log_level: str = "INFO"
-    log_format: str = "text"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def api_keys(self) -> tuple[str, ...]:
-        if not self.api_key:
-            return ()
-        return tuple(k.strip() for k in self.api_key.split(",") if k.strip())
-
-    def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        return "cuda" if cuda_available() else "cpu"
-
-    def resolved_compute_type(self) -> str:
-        if self.compute_type and self.compute_type not in ("default", "auto"):
-            return self.compute_type
-        return auto_compute_type(self.resolved_device())
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """The settings that change a transcript: a change in any of them makes old outputs stale."""
-        return {
-            "model": self.model,
-            "compute_type": self.resolved_compute_type(),
-            "language": self.language or "auto",
-            "batch_size": self.batch_size,
-            "beam_size": self.beam_size,
-            "word_timestamps": self.word_timestamps,
-            "vad": self.vad,
-            "throughput": self.throughput,  # it may choose the batch size itself
-            "condition_on_previous_text": self.condition_on_previous_text,
-            "hallucination_silence_threshold": self.hallucination_silence_threshold,
-        }
+    def user_message(self) -> str:
+        return f"configuration error: {self}"
 
 
-@functools.cache  # asked for every input's fingerprint; the device's answer never changes in a process
-def auto_compute_type(device: str) -> str:
-    """The fastest type this device runs well: float16 on GPUs that have it (int8_float32 on those that do
-    not, e.g. before compute capability 5.3), int8 on CPU (float32 where the CPU has no int8 kernels)."""
-    preferred = ("float16", "int8_float32", "float32") if device == "cuda" else ("int8", "float32")
-    try:
-        import ctranslate2
-
-        supported = set(ctranslate2.get_supported_compute_types(device))
-    except Exception:  # noqa: BLE001 - no usable device: keep the usual choice; loading will say why
-        return preferred[0]
-    return next((t for t in preferred if t in supported), preferred[0])
-
-
-def cuda_available() -> bool:
-    try:
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # noqa: BLE001 - no CUDA runtime at all means CPU
-        return False
-
-
-# name -> (environment variable, config-file key, parser)
 def _parse_bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -241,14 +94,20 @@ def _parse_bool(name: str, raw: Any) -> bool:
     raise ConfigError(f"{name}: expected true or false, got {raw!r}")
 
 
-def _parse_int(name: str, raw: Any, minimum: int) -> int:
+def _parse_int(name: str, raw: Any, minimum: int, maximum: int) -> int:
+    """An integer within [minimum, maximum]: an absurd value (a beam of 2**31) is refused here, at start-up,
+    not discovered as an out-of-memory kill or a library error on every file."""
     try:
         value = int(str(raw).strip())
     except ValueError:
         raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def _int_in(minimum: int, maximum: int) -> Any:
+    return lambda n, v: _parse_int(n, v, minimum, maximum)
 
 
 def _parse_choice(name: str, raw: Any, choices: tuple[str, ...], upper: bool = False) -> str:
@@ -276,8 +135,8 @@ def _parse_threshold(name: str, raw: Any) -> float | None:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{name}: expected seconds or 'none', got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be positive, got {value}")
+    if not 0 < value <= MAX_THRESHOLD_S:  # also refuses nan and inf
+        raise ConfigError(f"{name}: must be above 0 and at most {MAX_THRESHOLD_S:g} seconds, got {value}")
     return value
 
 
@@ -288,37 +147,256 @@ def _non_empty(name: str, raw: Any) -> str:
     return text
 
 
-# field -> (environment variable, parser). Flags and config-file keys use the field name.
-_FIELDS: dict[str, tuple[str, Any]] = {
-    "root": ("SLOWER_WHISPER_ROOT", lambda n, v: Path(_non_empty(n, v))),
-    "model": ("WHISPER_MODEL", _non_empty),
-    "device": ("WHISPER_DEVICE", lambda n, v: _parse_choice(n, v, DEVICES)),
-    "compute_type": ("WHISPER_COMPUTE_TYPE", lambda n, v: _parse_choice(n, v, COMPUTE_TYPES)),
-    "language": ("WHISPER_LANGUAGE", _parse_language),
-    "batch_size": ("BATCH_SIZE", lambda n, v: _parse_int(n, v, 1)),
-    "beam_size": ("BEAM_SIZE", lambda n, v: _parse_int(n, v, 1)),
-    "word_timestamps": ("WHISPER_WORD_TIMESTAMPS", _parse_bool),
-    "vad": ("WHISPER_VAD", _parse_bool),
-    "condition_on_previous_text": ("WHISPER_CONDITION_ON_PREVIOUS_TEXT", _parse_bool),
-    "hallucination_silence_threshold": ("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", _parse_threshold),
-    "throughput": ("SLOWER_WHISPER_THROUGHPUT", _parse_bool),
-    "enrich": ("ENABLE_AUDIO_ENRICHMENT", _parse_bool),
-    "prosody": ("ENABLE_PROSODY", _parse_bool),
-    "emotion": ("ENABLE_EMOTION", _parse_bool),
-    "emotion_model": ("EMOTION_MODEL", _non_empty),
-    "hf_token": ("HF_TOKEN", lambda n, v: str(v).strip() or None),
-    "hf_home": ("HF_HOME", lambda n, v: Path(_non_empty(n, v))),
-    "api_key": ("SLOWER_WHISPER_API_KEY", lambda n, v: str(v).strip() or None),
-    "max_upload_mb": ("SLOWER_WHISPER_MAX_UPLOAD_MB", lambda n, v: _parse_int(n, v, 1)),
-    "workers": ("SLOWER_WHISPER_WORKERS", lambda n, v: _parse_int(n, v, 1)),
-    "queue_size": ("SLOWER_WHISPER_QUEUE_SIZE", lambda n, v: _parse_int(n, v, 1)),
-    "lease_ttl": ("SLOWER_WHISPER_LEASE_TTL", lambda n, v: float(_parse_int(n, v, 5))),
-    "log_level": ("LOG_LEVEL", lambda n, v: _parse_choice(n, v, LOG_LEVELS, upper=True)),
-    "log_format": ("LOG_FORMAT", lambda n, v: _parse_choice(n, v, LOG_FORMATS)),
-}
+Parser = Callable[[str, Any], Any]
+"""(label, raw value) -> value; raises ConfigError naming the label (the flag or the variable)."""
 
-ENV_VARS: dict[str, str] = {name: env for name, (env, _) in _FIELDS.items()}
+
+@dataclass(frozen=True)
+class Spec:
+    """How a setting is read and what it affects: the metadata of each `Settings` field, from which the
+    environment table, config-file keys, CLI flags, engine options and fingerprint are all derived."""
+
+    env: str  # its environment variable, also accepted as a config-file key besides the field name
+    parse: Parser
+    help: str | None = None  # the help of its `--flag`; None: no flag (environment or config file only)
+    commands: tuple[str, ...] = ()  # the commands that take the flag (bools get --flag/--no-flag)
+    choices: tuple[str, ...] | None = None  # also checked by argparse, whose usage line lists them
+    fingerprint: bool | Callable[[Settings], Any] = False  # changes a transcript; a callable: value recorded
+    decoding: bool = False  # an engine option: `asr.AsrOptions` has a field of the same name
+    meta: bool = False  # recorded in each document's meta (as used, from the AsrOptions)
+
+
+def _setting(default: Any, spec: Spec, *, secret: bool = False) -> Any:
+    """A declared `Settings` field; a secret is kept out of repr."""
+    return field(default=default, repr=not secret, metadata={"spec": spec})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, declared once: each field's `Spec` (its metadata) says how it is read and used."""
+
+    root: Path = _setting(
+        Path("."),
+        Spec(
+            "SLOWER_WHISPER_ROOT",
+            lambda n, v: Path(_non_empty(n, v)),
+            "root folder holding raw_audio/ (env SLOWER_WHISPER_ROOT, default .)",
+            COMMANDS,
+        ),
+    )
+    model: str = _setting(
+        "large-v3",
+        Spec(
+            "WHISPER_MODEL",
+            _non_empty,
+            "size name (tiny.en, base, large-v3, turbo, ...), hub repo id or local "
+            "directory (env WHISPER_MODEL, default large-v3)",
+            _RUNS,
+            fingerprint=True,
+        ),
+    )
+    device: str = _setting(
+        "auto",
+        Spec(
+            "WHISPER_DEVICE",
+            lambda n, v: _parse_choice(n, v, DEVICES),
+            "auto, cuda or cpu (env WHISPER_DEVICE)",
+            _RUNS,
+        ),
+    )
+    # None: float16 on cuda, int8 on cpu. The resolved type is what changes a transcript (and implies device).
+    compute_type: str | None = _setting(
+        None,
+        Spec(
+            "WHISPER_COMPUTE_TYPE",
+            lambda n, v: _parse_choice(n, v, COMPUTE_TYPES),
+            "float16, int8, int8_float16, ... (env WHISPER_COMPUTE_TYPE; "
+            "default float16 on cuda, int8 on cpu)",
+            _RUNS,
+            fingerprint=lambda s: s.resolved_compute_type(),
+        ),
+    )
+    # None: detect.
+    language: str | None = _setting(
+        None,
+        Spec(
+            "WHISPER_LANGUAGE",
+            _parse_language,
+            "ISO code such as en, or auto to detect (env WHISPER_LANGUAGE)",
+            _RUNS,
+            fingerprint=lambda s: s.language or "auto",
+            decoding=True,
+        ),
+    )
+    # Chunks per model call; None: unbatched per file, automatic when packing.
+    batch_size: int | None = _setting(
+        None,
+        Spec(
+            "BATCH_SIZE",
+            _int_in(1, MAX_BATCH_SIZE),
+            "> 1 uses batched inference (env BATCH_SIZE)",
+            _RUNS,
+            fingerprint=lambda s: s.batch_size or 1,  # unset is recorded as 1, as before None existed
+            decoding=True,
+            meta=True,
+        ),
+    )
+    beam_size: int = _setting(
+        5,
+        Spec(
+            "BEAM_SIZE",
+            _int_in(1, MAX_BEAM_SIZE),
+            "beam width, 1 = greedy (env BEAM_SIZE)",
+            _RUNS,
+            fingerprint=True,
+            decoding=True,
+            meta=True,
+        ),
+    )
+    word_timestamps: bool = _setting(
+        True,
+        Spec(
+            "WHISPER_WORD_TIMESTAMPS",
+            _parse_bool,
+            "word-level timings (default on)",
+            _RUNS,
+            fingerprint=True,
+            decoding=True,
+            meta=True,
+        ),
+    )
+    vad: bool = _setting(
+        True,
+        Spec(
+            "WHISPER_VAD",
+            _parse_bool,
+            "skip non-speech with voice activity detection (default on)",
+            _RUNS,
+            fingerprint=True,
+            decoding=True,
+            meta=True,
+        ),
+    )
+    enrich: bool = _setting(
+        False,
+        Spec(
+            "ENABLE_AUDIO_ENRICHMENT",
+            _parse_bool,
+            "run Stage 2 enrichment (env ENABLE_AUDIO_ENRICHMENT)",
+            _RUNS,
+        ),
+    )
+    # Work across files: packed GPU batches, files in parallel on CPU. In the fingerprint because it may
+    # choose the batch size itself.
+    throughput: bool = _setting(
+        False,
+        Spec(
+            "SLOWER_WHISPER_THROUGHPUT",
+            _parse_bool,
+            "work across files: packed GPU batches, or files in parallel on CPU "
+            "(env SLOWER_WHISPER_THROUGHPUT)",
+            _RUNS,
+            fingerprint=True,
+        ),
+    )
+    condition_on_previous_text: bool = _setting(
+        False,
+        Spec("WHISPER_CONDITION_ON_PREVIOUS_TEXT", _parse_bool, fingerprint=True, decoding=True),
+    )
+    hallucination_silence_threshold: float | None = _setting(
+        2.0,
+        Spec("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", _parse_threshold, fingerprint=True, decoding=True),
+    )
+    prosody: bool = _setting(True, Spec("ENABLE_PROSODY", _parse_bool, "env ENABLE_PROSODY", ("enrich",)))
+    emotion: bool = _setting(True, Spec("ENABLE_EMOTION", _parse_bool, "env ENABLE_EMOTION", ("enrich",)))
+    emotion_model: str = _setting(DEFAULT_EMOTION_MODEL, Spec("EMOTION_MODEL", _non_empty))
+    hf_token: str | None = _setting(None, Spec("HF_TOKEN", lambda n, v: str(v).strip() or None), secret=True)
+    hf_home: Path | None = _setting(None, Spec("HF_HOME", lambda n, v: Path(_non_empty(n, v))))
+    api_key: str | None = _setting(
+        None, Spec("SLOWER_WHISPER_API_KEY", lambda n, v: str(v).strip() or None), secret=True
+    )
+    max_upload_mb: int = _setting(1024, Spec("SLOWER_WHISPER_MAX_UPLOAD_MB", _int_in(1, MAX_UPLOAD_MB)))
+    # Concurrent inference workers in the service.
+    workers: int = _setting(2, Spec("SLOWER_WHISPER_WORKERS", _int_in(1, MAX_WORKERS)))
+    # Queued requests/jobs before the service answers 429/503.
+    queue_size: int = _setting(32, Spec("SLOWER_WHISPER_QUEUE_SIZE", _int_in(1, MAX_QUEUE_SIZE)))
+    # Seconds an upload may send nothing before it is abandoned (408).
+    upload_idle_timeout: float = _setting(
+        30.0, Spec("SLOWER_WHISPER_UPLOAD_IDLE_TIMEOUT", lambda n, v: float(_parse_int(n, v, 1, 3600)))
+    )
+    # Job callbacks may go to loopback, private, link-local and metadata addresses only when this is on.
+    callback_allow_internal: bool = _setting(
+        False, Spec("SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL", _parse_bool)
+    )
+    # Seconds before a dead worker's claim on a file may be taken over.
+    lease_ttl: float = _setting(
+        120.0, Spec("SLOWER_WHISPER_LEASE_TTL", lambda n, v: float(_parse_int(n, v, 5, MAX_LEASE_TTL_S)))
+    )
+    log_level: str = _setting(
+        "INFO",
+        Spec(
+            "LOG_LEVEL",
+            lambda n, v: _parse_choice(n, v, LOG_LEVELS, upper=True),
+            "DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL)",
+            COMMANDS,
+        ),
+    )
+    log_format: str = _setting(
+        "text",
+        Spec(
+            "LOG_FORMAT",
+            lambda n, v: _parse_choice(n, v, LOG_FORMATS),
+            "env LOG_FORMAT; default text on a terminal",
+            COMMANDS,
+            choices=LOG_FORMATS,
+        ),
+    )
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        if not self.api_key:
+            return ()
+        return tuple(k.strip() for k in self.api_key.split(",") if k.strip())
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        return "cuda" if hardware.cuda_available() else "cpu"
+
+    def resolved_compute_type(self) -> str:
+        if self.compute_type and self.compute_type not in ("default", "auto"):
+            return self.compute_type
+        return hardware.auto_compute_type(self.resolved_device())
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The settings that change a transcript: a change in any of them makes old outputs stale."""
+        out: dict[str, Any] = {}
+        for name, spec in SETTINGS.items():
+            if callable(spec.fingerprint):
+                out[name] = spec.fingerprint(self)
+            elif spec.fingerprint:
+                out[name] = getattr(self, name)
+        return out
+
+
+SETTINGS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in dataclasses.fields(Settings) if f.metadata}
+"""Every setting's Spec by field name, in declaration order (`Settings.extra` is not a setting)."""
+
+ENV_VARS: dict[str, str] = {name: spec.env for name, spec in SETTINGS.items()}
 """Every environment variable the code reads for its settings, by field name."""
+
+FLAG_FIELDS = tuple(name for name, spec in SETTINGS.items() if spec.help is not None)
+BOOL_FIELDS = frozenset(f.name for f in dataclasses.fields(Settings) if f.type in ("bool", bool))
+"""Their flags come in pairs: --vad / --no-vad."""
+DECODING_FIELDS = tuple(name for name, spec in SETTINGS.items() if spec.decoding)
+DECODING_META_FIELDS = tuple(name for name, spec in SETTINGS.items() if spec.meta)
+"""The decoding options each document's meta records: `AsrOptions.meta_fields()` gives their values."""
+
+
+def flag_name(name: str) -> str:
+    """A setting's command-line flag: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -336,7 +414,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     by_env = {env: name for name, env in ENV_VARS.items()}
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = key if key in _FIELDS else by_env.get(key)
+        name = key if key in SETTINGS else by_env.get(key)
         if name is None:
             raise ConfigError(f"--config: unknown setting {key!r} in {path}")
         out[name] = value
@@ -366,17 +444,30 @@ def load_settings(
     sources.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
     for kind, mapping in sources:
         for name, raw in mapping.items():
-            if name not in _FIELDS:
+            if name not in SETTINGS:
                 raise ConfigError(f"unknown setting {name!r}")
-            env_name, parser = _FIELDS[name]
-            label = f"--{name.replace('_', '-')}" if kind == "flag" else env_name
-            values[name] = parser(label, raw)
+            spec = SETTINGS[name]
+            values[name] = spec.parse(flag_name(name) if kind == "flag" else spec.env, raw)
     if "log_format" not in values:
         values["log_format"] = "text" if sys.stderr.isatty() else "json"
     settings = Settings(**values)
-    if settings.device == "cuda" and not cuda_available():
+    if settings.device == "cuda" and not hardware.cuda_available():
         raise ConfigError("WHISPER_DEVICE: 'cuda' requested but no CUDA device is visible to CTranslate2")
+    if settings.language not in (None, "en") and english_only(settings.model):
+        raise ConfigError(english_only_message(settings.model, settings.language))
     return settings
+
+
+def english_only(model: str) -> bool:
+    """Whether a model's name says it only knows English (tiny.en, distil-small.en, ...)."""
+    return Path(model.rstrip("/")).name.lower().endswith(".en")
+
+
+def english_only_message(model: str, language: str | None) -> str:
+    return (
+        f"WHISPER_LANGUAGE: model {model!r} is English-only and would transcribe {language!r} speech as "
+        "English; use a multilingual model (base, large-v3, turbo, ...) or WHISPER_LANGUAGE=en/auto"
+    )
 
 
 def parse_shard(
@@ -389,17 +480,17 @@ def parse_shard(
         parts = flag.split("/")
         if len(parts) != 2:
             raise ConfigError(f"--shard: expected I/N such as 0/4, got {flag!r}")
-        index = _parse_int("--shard", parts[0], 0)
-        count = _parse_int("--shard", parts[1], 1)
+        index = _parse_int("--shard", parts[0], 0, MAX_SHARDS - 1)
+        count = _parse_int("--shard", parts[1], 1, MAX_SHARDS)
     elif env.get("JOB_COMPLETION_INDEX", "").strip():
-        index = _parse_int("JOB_COMPLETION_INDEX", env["JOB_COMPLETION_INDEX"], 0)
+        index = _parse_int("JOB_COMPLETION_INDEX", env["JOB_COMPLETION_INDEX"], 0, MAX_SHARDS - 1)
         raw_count = count_flag if count_flag is not None else env.get("JOB_COMPLETION_COUNT", "").strip()
         if raw_count in ("", None):
             raise ConfigError(
                 "JOB_COMPLETION_INDEX is set but the shard count is unknown: "
                 "set JOB_COMPLETION_COUNT (the Job's completions) or pass --shard-count"
             )
-        count = _parse_int("JOB_COMPLETION_COUNT", raw_count, 1)
+        count = _parse_int("JOB_COMPLETION_COUNT", raw_count, 1, MAX_SHARDS)
     else:
         return None
     if index >= count:

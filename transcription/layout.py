@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import socket
+import stat
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -119,35 +122,140 @@ class Layout:
         return self.failures / f"{_safe_key(stem)}.json"
 
     def discover(self) -> list[Input]:
-        """Every media file under raw_audio/, sorted, each with a stem no other input shares."""
-        if not self.raw_audio.is_dir():
+        """Every media file under raw_audio/, sorted, each with a stem no other input shares.
+
+        Links are followed, to files and folders, inside raw_audio/ or outside it (data is often mounted or
+        linked in), but each real folder is walked once and each real file is one input (by device and
+        inode), so `up -> ..` or `loop -> .` cannot multiply inputs. Real paths are walked before links, so
+        an input reached both ways is named by its real path. The root itself and its generated folders
+        (input_audio/, transcripts/, whisper_json/, .slower-whisper/) are never walked and files in them are
+        never inputs, whichever link reaches them. Hidden names and partial uploads are skipped.
+        """
+        top = _dir_id(self.raw_audio)
+        if top is None:
             return []
-        found: list[tuple[Path, PurePosixPath]] = []
-        for dirpath, dirnames, filenames in os.walk(self.raw_audio, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in filenames:
-                if name.startswith(".") or name.lower().endswith(PARTIAL_SUFFIXES):
+        generated = {i for i in map(_dir_id, self.generated_folders()) if i is not None}
+        never = generated | {i for i in [_dir_id(self.root)] if i is not None}
+        walked: set[tuple[int, int]] = set()
+        found: dict[object, _Found] = {}
+        pending: list[_Folder] = [_Folder(self.raw_audio, (), False, top)]
+        linked: list[_Folder] = []  # folders reached through a link wait until every real one is walked
+        while pending or linked:
+            if not pending:
+                linked.sort(key=lambda f: f.parts, reverse=True)
+                pending.append(linked.pop())
+            folder = pending.pop()
+            if folder.ident in walked or folder.ident in never:
+                continue
+            walked.add(folder.ident)
+            subfolders: list[_Folder] = []
+            for entry in _scan(folder.path):
+                name = entry.name
+                if name.startswith("."):
                     continue
-                if Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
+                is_link = entry.is_symlink()
+                via_link = folder.via_link or is_link
+                try:
+                    st: os.stat_result | None = entry.stat()  # follows links
+                except OSError:
+                    st = None  # dangling link: kept if it looks like media, so it is reported as failed
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    sub = _Folder(Path(entry.path), (*folder.parts, name), via_link, (st.st_dev, st.st_ino))
+                    (linked if is_link else subfolders).append(sub)
                     continue
-                path = Path(dirpath) / name
-                found.append((path, PurePosixPath(path.relative_to(self.raw_audio).as_posix())))
-        found.sort(key=lambda item: str(item[1]))
-        # a.mp3 and a.wav in one folder would both be "a": keep the extension in both stems then.
-        counts: dict[str, int] = {}
-        for _, rel in found:
-            counts[str(rel.with_suffix(""))] = counts.get(str(rel.with_suffix("")), 0) + 1
-        inputs = []
-        for path, rel in found:
-            plain = str(rel.with_suffix(""))
-            inputs.append(Input(path=path, rel=str(rel), stem=plain if counts[plain] == 1 else str(rel)))
-        return inputs
+                if not _is_media(name):
+                    continue
+                if via_link and st is not None and _inside(Path(entry.path), generated):
+                    continue  # a link to one of our own outputs
+                key: object = (st.st_dev, st.st_ino) if st is not None else entry.path
+                cand = _Found(Path(entry.path), (*folder.parts, name), via_link)
+                if key not in found or cand.rank < found[key].rank:
+                    found[key] = cand
+            # Depth first in name order: pushed reversed so the first name is walked first.
+            pending.extend(sorted(subfolders, key=lambda f: f.parts, reverse=True))
+        return _with_stems(sorted(found.values(), key=lambda f: f.rel))
+
+    def generated_folders(self) -> list[Path]:
+        return [self.input_audio, self.transcripts, self.whisper_json, self.state]
+
+
+@dataclass(frozen=True)
+class _Folder:
+    path: Path
+    parts: tuple[str, ...]  # relative to raw_audio/, as reached
+    via_link: bool
+    ident: tuple[int, int]  # (st_dev, st_ino) of the real folder
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: Path
+    parts: tuple[str, ...]
+    via_link: bool
+
+    @property
+    def rel(self) -> str:
+        return "/".join(printable_name(p) for p in self.parts)
+
+    @property
+    def rank(self) -> tuple[bool, str]:
+        return (self.via_link, self.rel)
+
+
+def printable_name(name: str) -> str:
+    """`name` as valid UTF-8 text: bytes that are not UTF-8 (surrogate-escaped by os) become `\\xNN`.
+
+    A file name is any bytes on Linux; the JSON `file`, logs, reports and output names need text.
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _with_stems(found: list[_Found]) -> list[Input]:
+    # a.mp3 and a.wav in one folder would both be "a": keep the extension in both stems then.
+    plain = [str(PurePosixPath(f.rel).with_suffix("")) for f in found]
+    counts = Counter(plain)
+    stems = [p if counts[p] == 1 else f.rel for p, f in zip(plain, found, strict=True)]
+    # Escaped names can meet a real name (`a\xff` and a literal backslash one): the raw bytes decide.
+    repeated = Counter(stems)
+    for i, f in enumerate(found):
+        if repeated[stems[i]] > 1:
+            raw = b"/".join(os.fsencode(p) for p in f.parts)
+            stems[i] += "~" + hashlib.sha1(raw).hexdigest()[:8]
+    return [Input(path=f.path, rel=f.rel, stem=s) for f, s in zip(found, stems, strict=True)]
+
+
+def _is_media(name: str) -> bool:
+    return not name.lower().endswith(PARTIAL_SUFFIXES) and Path(name).suffix.lower() in MEDIA_EXTENSIONS
+
+
+def _dir_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _scan(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as exc:  # unreadable folder: its files are missed, the rest of the run goes on
+        log.warning(
+            "cannot read folder", extra={"folder": printable_name(str(folder)), "error": exc.strerror}
+        )
+        return []
+
+
+def _inside(path: Path, folders: set[tuple[int, int]]) -> bool:
+    """Whether the real location of `path` lies under one of `folders` (given by device and inode)."""
+    real = Path(os.path.realpath(path))
+    return any(_dir_id(parent) in folders for parent in real.parents)
 
 
 def _safe_key(stem: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(stem.encode("utf-8")).hexdigest()[:20]
+    # surrogateescape: a key is never a reason to fail, whatever bytes the name had.
+    return hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -186,7 +294,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: object) -> None:
-    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name's undecodable bytes (in an error message, say): escape them
+        text = json.dumps(_printable(obj), ensure_ascii=False, indent=2) + "\n"
+    atomic_write_text(path, text)
+
+
+def _printable(obj: object) -> object:
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(obj, dict):
+        return {_printable(k): _printable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_printable(v) for v in obj]
+    return obj
 
 
 def remove_stale_temporaries(folder: Path, older_than_s: float = 3600.0) -> None:

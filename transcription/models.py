@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
+from .errors import UsageError
 
 # Whisper size names -> faster-whisper's CTranslate2 repositories on the Hugging Face hub.
 WHISPER_REPOS: dict[str, str] = {
@@ -42,7 +43,7 @@ BUNDLED: dict[str, tuple[tuple[str, ...], str, str]] = {
 _CT2_FILES = ("model.bin", "config.json")
 
 
-class ModelError(Exception):
+class ModelError(UsageError):
     """A model cannot be had; the message says which command would fetch it."""
 
 

@@ -27,9 +27,7 @@ budget plus one window per preparing thread); the audio itself stays on disk.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -41,13 +39,13 @@ from typing import Any
 import numpy as np
 
 from . import asr, audio, schema
+from . import fw_internals as fw
 from .asr import AsrOptions, AsrResult
 from .schema import Segment
 
 log = logging.getLogger(__name__)
 
 FEATURE_BUDGET_FLOOR = 256 << 20  # bytes of prepared features allowed to wait for a batch
-_VAD_MIN_SILENCE_MS = 160  # BatchedInferencePipeline's VAD setting for batched chunks
 MAX_WAIT_S = 5.0  # a queued chunk older than this goes into the next batch, full or not
 _SETUPS_KEPT = 32  # decoding set-ups cached (a service sees a new key for every new prompt)
 
@@ -145,85 +143,6 @@ class Budget:
             self._cond.notify_all()
 
 
-class _Aligned:
-    """Stands in for the model in `WhisperModel.add_word_timestamps`, serving alignments computed once
-    for a whole packed batch, so faster-whisper's word-timing rules run per window with that window's own
-    state (a batch mixes windows of several files; its alignment is a single model call)."""
-
-    def __init__(self, alignments: list[Any], frames_per_second: float) -> None:
-        self._alignments = alignments
-        self.frames_per_second = frames_per_second
-
-    def find_alignment(self, *_args: object, **_kwargs: object) -> list[Any]:
-        return self._alignments
-
-
-# ---------------------------------------------------------------- automatic batch size
-
-
-def choose_batch_size(engine: asr.Engine, requested: int) -> int:
-    """The batch size for packing: `requested` when one was set (above 1), else `auto_batch_size`."""
-    return requested if requested > 1 else auto_batch_size(engine)
-
-
-def auto_batch_size(engine: asr.Engine) -> int:
-    """A batch size for packing on CUDA when none was set (`--batch-size` 1, the default).
-
-    The free device memory over a per-item estimate from the model's shape (beam-search caches of the
-    decoder's self- and cross-attention dominate), clamped to 4..32 and rounded down to a power of two.
-    """
-    free = _cuda_free_bytes()
-    if free is None:
-        return 16
-    dims = _model_dims(engine)
-    beams = 5
-    bytes_per_value = 1 if engine.compute_type.startswith("int8") else 2
-    layers, width = dims["decoder_layers"], dims["d_model"]
-    cross = 2 * layers * beams * 1500 * width * bytes_per_value
-    self_kv = 2 * layers * beams * 448 * width * bytes_per_value
-    encoder = 4 * dims["encoder_layers"] * 1500 * width * 2
-    per_item = cross + self_kv + encoder
-    n = int(free * 0.6 // max(1, per_item))
-    n = max(4, min(32, n))
-    return 1 << (n.bit_length() - 1)
-
-
-def _cuda_free_bytes() -> int | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return int(torch.cuda.mem_get_info()[0])
-    except Exception:  # noqa: BLE001 - torch is optional; fall through to nvidia-smi
-        pass
-    import shutil
-    import subprocess
-
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        return int(out.strip().splitlines()[0]) << 20
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-
-
-def _model_dims(engine: asr.Engine) -> dict[str, int]:
-    defaults = {"d_model": 1280, "decoder_layers": 32, "encoder_layers": 32}  # large-v3: the safe side
-    try:
-        cfg = json.loads((engine.path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return defaults
-    return {k: int(cfg.get(k, v)) for k, v in defaults.items()}
-
-
 # ---------------------------------------------------------------- the packer
 
 
@@ -244,15 +163,12 @@ class Packer:
         on_failed: Callable[[PackedFile, BaseException], None],
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
-        from faster_whisper import BatchedInferencePipeline
-
         self.engine = engine
         self.model = engine.model  # faster_whisper.WhisperModel
-        self.batched = BatchedInferencePipeline(self.model)
         self.batch_size = batch_size
-        self.multilingual = bool(self.model.model.is_multilingual)
-        self.chunk_length = int(self.model.feature_extractor.chunk_length)
-        self.chunk_bytes = self.model.model.n_mels * 3000 * 4  # one padded 30 s feature window
+        self.multilingual = fw.is_multilingual(self.model)
+        self.chunk_length = fw.chunk_length(self.model)
+        self.chunk_bytes = fw.n_mels(self.model) * 3000 * 4  # one padded 30 s feature window
         self.budget = Budget(max(FEATURE_BUDGET_FLOOR, 3 * batch_size * self.chunk_bytes))
         self.lock = threading.RLock()
         self.pending: dict[Key, deque[_Chunk]] = {}
@@ -279,20 +195,13 @@ class Packer:
 
     def prepare(self, f: PackedFile, index: int) -> Prepared:
         """What `BatchedInferencePipeline.transcribe` does before the model: VAD, chunks, features."""
-        from faster_whisper.audio import pad_or_trim
-        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
-
         t0 = time.perf_counter()
         if not f.windows:
             return Prepared(f, _Window(0, 0.0, [], 0), [], [], None)
         start, end = f.windows[index]
         samples = audio.WavReader(f.wav).read(start / audio.SAMPLE_RATE, end / audio.SAMPLE_RATE)
         if f.options.vad:
-            vad = VadOptions(
-                max_speech_duration_s=self.chunk_length, min_silence_duration_ms=_VAD_MIN_SILENCE_MS
-            )
-            clips = get_speech_timestamps(samples, vad)
-            chunks, metadata = collect_chunks(samples, clips, max_duration=self.chunk_length)
+            clips, chunks, metadata = fw.speech_chunks(samples, self.chunk_length)
         else:  # as asr.Engine without VAD: consecutive 30 s pieces, given as clip timestamps
             seconds = samples.shape[0] / audio.SAMPLE_RATE
             clips = [
@@ -312,15 +221,10 @@ class Packer:
         nbytes = len(chunks) * self.chunk_bytes if speech else 0
         self.budget.acquire(nbytes)
         try:
-            raw = [self.model.feature_extractor(c)[..., :-1] for c in chunks] if speech else []
-            detect = None
-            if index == 0 and f.language is None:
-                # The per-file path's detection input: all speech features, then a dummy frame.
-                filler = np.full((self.model.model.n_mels, 1), -1.5, dtype="float32")
-                detect = np.concatenate([*raw, filler], axis=1)[
-                    ..., : self.model.feature_extractor.nb_max_frames
-                ]
-            features = [pad_or_trim(r) for r in raw]
+            raw = [fw.features(self.model, c) for c in chunks] if speech else []
+            # The per-file path detects the language from the first window's speech.
+            detect = fw.detection_input(self.model, raw) if index == 0 and f.language is None else None
+            features = [fw.pad_or_trim(r) for r in raw]
         except BaseException:
             self.budget.release(nbytes)
             raise
@@ -335,10 +239,7 @@ class Packer:
         f = prep.file
         if f.language is not None or prep.detect_features is None:
             return
-        language, probability, _ = self.model.detect_language(
-            features=prep.detect_features, language_detection_segments=1, language_detection_threshold=0.5
-        )
-        f.language, f.language_probability = language, float(probability)
+        f.language, f.language_probability = fw.detect_language(self.model, prep.detect_features)
 
     def accept(self, prep: Prepared) -> None:
         """Queue a prepared window's chunks for the model (after `detect`)."""
@@ -420,102 +321,37 @@ class Packer:
         if key in self._setups:
             self._setups.move_to_end(key)
         else:
-            from faster_whisper.tokenizer import Tokenizer
-            from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
-
             language, o = key
-            tok = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
-            temperature = 0.0 if o.temperature is None else float(o.temperature)
-            opts = TranscriptionOptions(
-                beam_size=o.beam_size,
-                best_of=5,
-                patience=1,
-                length_penalty=1,
-                repetition_penalty=1,
-                no_repeat_ngram_size=0,
-                log_prob_threshold=-1.0,
-                no_speech_threshold=0.6,
-                compression_ratio_threshold=2.4,
-                temperatures=[temperature],
-                initial_prompt=o.initial_prompt,
-                prefix=None,
-                suppress_blank=True,
-                suppress_tokens=get_suppressed_tokens(tok, [-1]),
-                prepend_punctuations="\"'“¿([{-",
-                append_punctuations="\"'.。,，!！?？:：”)]}、",
-                max_new_tokens=None,
-                hotwords=None,
-                word_timestamps=o.word_timestamps,
-                hallucination_silence_threshold=None,
-                condition_on_previous_text=False,
-                clip_timestamps=[],
-                prompt_reset_on_temperature=0.5,
-                multilingual=False,
-                without_timestamps=True,  # as asr.Engine: keeps every word; split_segments times them
-                max_initial_timestamp=0.0,
+            self._setups[key] = fw.decoding_setup(
+                self.model, language, o.beam_size, o.temperature, o.initial_prompt, o.word_timestamps
             )
-            self._setups[key] = (tok, opts)
             if len(self._setups) > _SETUPS_KEPT:
                 self._setups.popitem(last=False)
         return self._setups[key]
 
     def _infer(self, items: list[_Chunk], key: Key) -> None:
-        from faster_whisper.transcribe import Segment as FwSegment
-        from faster_whisper.transcribe import WhisperModel
-        from faster_whisper.transcribe import Word as FwWord
-
         tokenizer, opts = self._setup(key)
         features = np.stack([c.features for c in items])
-        encoder_output, outputs = self.batched.generate_segment_batched(features, tokenizer, opts)
-        fps = self.model.frames_per_second
-        per_item: list[list[dict[str, Any]]] = []
-        sizes: list[int] = []
-        for c, out in zip(items, outputs, strict=True):
-            duration, offset = c.metadata["duration"], c.metadata["offset"]
-            size = int(math.ceil(duration) * fps)
-            sizes.append(size)
-            subsegments, _, _ = self.model._split_segments_by_timestamps(
-                tokenizer=tokenizer,
-                tokens=out["tokens"],
-                time_offset=offset,
-                segment_size=size,
-                segment_duration=duration,
-                seek=0,
-            )
-            per_item.append(
-                [
-                    {
-                        "text": tokenizer.decode(s["tokens"]),
-                        "tokens": s["tokens"],
-                        "start": s["start"],
-                        "end": s["end"],
-                        "seek": int(offset * fps),
-                        "avg_logprob": out["avg_logprob"],
-                        "no_speech_prob": out["no_speech_prob"],
-                    }
-                    for s in subsegments
-                ]
-            )
+        metadata = [c.metadata for c in items]
+        encoder_output, per_item, sizes = fw.decode_batch(self.model, features, metadata, tokenizer, opts)
         if opts.word_timestamps:
-            text_tokens = [[t for s in item for t in s["tokens"] if t < tokenizer.eot] for item in per_item]
-            alignments = self.model.find_alignment(tokenizer, text_tokens, encoder_output, sizes)
+            alignments = fw.find_alignment(self.model, tokenizer, per_item, encoder_output, sizes)
             i = 0
             while i < len(items):  # runs of one window: its chunks are consecutive and in order
                 j = i
                 while j < len(items) and items[j].window is items[i].window:
                     j += 1
                 w = items[i].window
-                last = WhisperModel.add_word_timestamps(
-                    _Aligned(alignments[i:j], fps),  # type: ignore[arg-type]
+                w.last_speech = fw.add_word_timestamps(
+                    self.model,
+                    alignments[i:j],
                     per_item[i:j],
                     tokenizer,
                     encoder_output,
                     sizes[i:j],
-                    opts.prepend_punctuations,
-                    opts.append_punctuations,
+                    opts,
                     w.last_speech,
                 )
-                w.last_speech = w.last_speech if last is None else last
                 i = j
         if self._on_batch is not None:
             self._on_batch(len(items), len({id(c.file) for c in items}))
@@ -523,33 +359,16 @@ class Packer:
             for c, item in zip(items, per_item, strict=True):
                 f, w = c.file, c.window
                 for s in item:
-                    words = [FwWord(**x) for x in s["words"]] if opts.word_timestamps else None
-                    w.results.append(
-                        FwSegment(
-                            id=len(w.results) + 1,
-                            seek=s["seek"],
-                            start=round(s["start"], 3),
-                            end=round(s["end"], 3),
-                            text=s["text"],
-                            tokens=s["tokens"],
-                            avg_logprob=s["avg_logprob"],
-                            compression_ratio=0.0,
-                            no_speech_prob=s["no_speech_prob"],
-                            words=words,
-                            temperature=opts.temperatures[0],
-                        )
-                    )
+                    w.results.append(fw.segment(s, len(w.results) + 1, opts))
                 w.done += 1
                 if w.done == w.n_chunks and not f.failed:
                     self._window_done(f, w)
 
     def _window_done(self, f: PackedFile, w: _Window) -> None:
-        from faster_whisper.transcribe import restore_speech_timestamps
-
         if not w.results:
             restored = []
         elif w.restore:
-            restored = restore_speech_timestamps(w.results, w.clips, audio.SAMPLE_RATE)
+            restored = fw.restore_speech_timestamps(w.results, w.clips)
         else:
             restored = w.results
         found = asr.from_faster_whisper(restored)

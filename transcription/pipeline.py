@@ -1,4 +1,5 @@
-"""discover -> claim -> decode -> transcribe -> enrich -> write, for a batch, a watcher and single uploads."""
+"""The batch run: discover -> claim -> decode -> transcribe -> finish -> write, for `transcribe`, `enrich`
+and the watcher. One file's document path is in stage1.py and document.py."""
 
 from __future__ import annotations
 
@@ -14,234 +15,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from . import __version__, audio, schema, writers
-from .asr import AsrOptions, AsrResult, Engine
+from . import audio, document, schema, stage1
+from .asr import AsrOptions, Engine
 from .config import Settings
-from .layout import Input, Layout, Lease, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from .errors import UsageError
+from .layout import Input, Layout, Lease, atomic_write_json, remove_stale_temporaries
+from .stage1 import Decoded
 
 log = logging.getLogger(__name__)
 
-# What turns a normalised WAV into text: `Engine.transcribe`, or the service's shared packer.
-Transcriber = Callable[[audio.WavReader, AsrOptions], AsrResult]
 
-
-class RunError(Exception):
+class RunError(UsageError):
     """The run cannot start (unwritable root, ...): nothing was done."""
 
 
-# ---------------------------------------------------------------- one document
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def config_fingerprint(settings: Settings) -> str:
-    fields = {"schema_version": schema.SCHEMA_VERSION, **settings.fingerprint_fields()}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"slower_whisper": __version__}
-    for dist in ("faster-whisper", "ctranslate2", "av"):
-        try:
-            out[dist.replace("-", "_")] = version(dist)
-        except PackageNotFoundError:
-            out[dist.replace("-", "_")] = None
-    return out
-
-
-def build_document(
-    result: AsrResult,
-    engine: Engine,
-    settings: Settings,
-    options: AsrOptions,
-    *,
-    file_label: str,
-    source: Path,
-    timings: dict[str, float],
-    source_sha256: str | None = None,
-) -> dict[str, Any]:
-    st = source.stat()
-    segments = [s.to_dict() for s in result.segments]
-    return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "file": file_label,
-        "language": result.language,
-        "language_probability": None
-        if result.language_probability is None
-        else round(min(1.0, max(0.0, result.language_probability)), 4),
-        "duration": round(result.duration, 3),
-        "text": " ".join(s["text"] for s in segments if s["text"]),
-        "segments": segments,
-        "meta": {
-            "model": engine.name,
-            "device": engine.device,
-            "compute_type": engine.compute_type,
-            "batch_size": options.batch_size,
-            "beam_size": options.beam_size,
-            "vad": options.vad,
-            "word_timestamps": options.word_timestamps,
-            "versions": _versions(),
-            "config_fingerprint": config_fingerprint(settings),
-            "settings": settings.fingerprint_fields(),
-            "source_sha256": source_sha256 or file_sha256(source),
-            "source_size": st.st_size,
-            "source_mtime_ns": st.st_mtime_ns,
-            "timings": {k: round(v, 4) for k, v in timings.items()},
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "warnings": list(result.warnings),
-        },
-    }
-
-
-def enrich(doc: dict[str, Any], samples: audio.WavReader, settings: Settings) -> dict[str, Any]:
-    """Stage 2 on one document; a crash here marks the features failed instead of losing the transcript."""
-    from .enrich import enrich_document
-
-    try:
-        return enrich_document(doc, samples, settings)
-    except Exception as exc:  # noqa: BLE001 - Stage 2 must never cost the Stage 1 result
-        log.exception("enrichment failed", extra={"file": doc.get("file")})
-        reason = f"enrichment crashed: {type(exc).__name__}: {exc}"
-        for seg in doc["segments"]:
-            state = seg.setdefault("audio_state", {})
-            status = state.setdefault("status", {"prosody": "failed", "emotion": "failed", "errors": []})
-            for feature in ("prosody", "emotion"):
-                if status.get(feature) != "ok":
-                    status[feature] = "failed"
-            status["errors"] = [*status.get("errors", []), reason]
-        doc["meta"].setdefault("warnings", []).append(reason)
-        return doc
-
-
-def needs_enrichment(doc: dict[str, Any], settings: Settings, retry_failed: bool) -> bool:
-    """Whether Stage 2 has work: a segment never enriched, a feature now enabled, or (when asked) failed."""
-    if not settings.enrich:
-        return False
-    wanted = [f for f, on in (("prosody", settings.prosody), ("emotion", settings.emotion)) if on]
-    redo = {"skipped", "failed"} if retry_failed else {"skipped"}
-    for seg in doc["segments"]:
-        status = (seg.get("audio_state") or {}).get("status")
-        if status is None or any(status.get(f) in redo or f not in status for f in wanted):
-            return True
-    return False
-
-
-def transcribe_media(
-    engine: Engine,
-    settings: Settings,
-    src: Path,
-    wav_path: Path,
-    *,
-    file_label: str,
-    language: str | None = None,
-    initial_prompt: str | None = None,
-    temperature: float | None = None,
-    enrich_doc: bool | None = None,
-    transcriber: Transcriber | None = None,
-) -> dict[str, Any]:
-    """Decode `src` into `wav_path`, transcribe, optionally enrich; return the validated document.
-
-    `transcriber` replaces `engine.transcribe` (the service's shared packer, which batches requests together).
-    """
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    audio.normalize(src, wav_path)
-    timings["decode"] = time.perf_counter() - t0
-    return _transcribe_wav(
-        engine,
-        settings,
-        src,
-        wav_path,
-        file_label=file_label,
-        timings=timings,
-        options=AsrOptions.from_settings(
-            settings, language=language, initial_prompt=initial_prompt, temperature=temperature
-        ),
-        enrich_doc=settings.enrich if enrich_doc is None else enrich_doc,
-        transcriber=transcriber,
-    )
-
-
-def _transcribe_wav(
-    engine: Engine,
-    settings: Settings,
-    src: Path,
-    wav_path: Path,
-    *,
-    file_label: str,
-    timings: dict[str, float],
-    options: AsrOptions,
-    enrich_doc: bool,
-    source_sha256: str | None = None,
-    transcriber: Transcriber | None = None,
-) -> dict[str, Any]:
-    reader = audio.WavReader(wav_path)
-    t0 = time.perf_counter()
-    result = (transcriber or engine.transcribe)(reader, options)
-    timings["transcribe"] = time.perf_counter() - t0
-    doc = build_document(
-        result,
-        engine,
-        settings,
-        options,
-        file_label=file_label,
-        source=src,
-        timings=timings,
-        source_sha256=source_sha256,
-    )
-    return complete(doc, reader, settings, enrich_doc)
-
-
-def complete(
-    doc: dict[str, Any], reader: audio.WavReader, settings: Settings, enrich_doc: bool
-) -> dict[str, Any]:
-    """Stage 2 when asked, then validation: what every Stage 1 path does to a fresh document."""
-    if enrich_doc:
-        doc = enrich(doc, reader, settings)
-    schema.validate(doc)
-    return doc
-
-
-def write_outputs(layout: Layout, stem: str, doc: dict[str, Any]) -> None:
-    """Text formats first, JSON last: the JSON is what marks the input as done."""
-    for fmt in writers.TEXT_FORMATS:
-        atomic_write_text(layout.text_path(stem, fmt), writers.render(doc, fmt))
-    atomic_write_text(layout.json_path(stem), writers.render(doc, "json"))
-
-
 # ---------------------------------------------------------------- batch state
-
-
-def current_document(layout: Layout, inp: Input, settings: Settings) -> dict[str, Any] | None:
-    """The finished document for `inp` if its outputs match this source content and these settings."""
-    try:
-        doc = json.loads(layout.json_path(inp.stem).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    meta = doc.get("meta") if isinstance(doc, dict) else None
-    if not isinstance(meta, dict) or meta.get("config_fingerprint") != config_fingerprint(settings):
-        return None
-    if not all(layout.text_path(inp.stem, fmt).is_file() for fmt in writers.TEXT_FORMATS):
-        return None
-    try:
-        st = inp.path.stat()
-    except OSError:
-        return None
-    if meta.get("source_size") == st.st_size and meta.get("source_mtime_ns") == st.st_mtime_ns:
-        return doc
-    # Touched but maybe unchanged: the content hash decides.
-    return doc if meta.get("source_sha256") == file_sha256(inp.path) else None
 
 
 @dataclass
@@ -258,18 +48,26 @@ class RunReport:
     claimed_elsewhere: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     audio_seconds: float = 0.0
+    report_error: str | None = None  # the report itself could not be written (a full disk)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.report_error else 0
 
-    def save(self, layout: Layout) -> Path:
+    def save(self, layout: Layout) -> None:
+        """Write the run's record and `last-run.json`; a failure is recorded on the report (exit 1) and
+        leaves no `last-run.json` that describes an earlier run as if it were this one."""
         self.finished_at = _now()
-        data = {k: v for k, v in vars(self).items()}
-        path = layout.runs / f"{self.run_id}.json"
-        atomic_write_json(path, data)
-        atomic_write_json(layout.state / "last-run.json", data)
-        return path
+        data = {k: v for k, v in vars(self).items() if k != "report_error"}
+        last = layout.state / "last-run.json"
+        try:
+            atomic_write_json(layout.runs / f"{self.run_id}.json", data)
+            atomic_write_json(last, data)
+        except OSError as exc:
+            self.report_error = f"cannot write the run report under {layout.state}: {exc.strerror or exc}"
+            log.error("run report not written", extra={"error": self.report_error})
+            with contextlib.suppress(OSError):
+                last.unlink(missing_ok=True)
 
 
 def _now() -> str:
@@ -287,6 +85,13 @@ def _new_report(command: str, shard: tuple[int, int] | None) -> RunReport:
 
 
 def prepare_root(settings: Settings) -> Layout:
+    """The root's folders, created under an existing root and checked writable."""
+    if not settings.root.is_dir():
+        # A mistyped path must not look like a successful run over zero inputs.
+        raise RunError(
+            f"the root folder {settings.root} does not exist or is not a folder "
+            "(--root / SLOWER_WHISPER_ROOT); create it first"
+        )
     layout = Layout(settings.root)
     try:
         layout.ensure()
@@ -313,13 +118,6 @@ def in_shard(inp: Input, shard: tuple[int, int] | None) -> bool:
 
 
 # ---------------------------------------------------------------- processing
-
-
-@dataclass(frozen=True)
-class Decoded:
-    duration: float
-    seconds: float
-    sha256: str
 
 
 @dataclass
@@ -360,18 +158,15 @@ class Processor:
             log.info("claimed by another worker", extra={"file": inp.rel})
             return None
         # Another worker may have finished it between our check and our claim.
-        if not self.force and current_document(self.layout, inp, self.settings) is not None:
+        if not self.force and document.current(self.layout, inp, self.settings) is not None:
             lease.release()
             self.report.skipped.append(inp.rel)
             return None
         return _Work(inp, lease, self._decoder.submit(self._decode, inp))
 
     def _decode(self, inp: Input) -> Decoded:
-        t0 = time.perf_counter()
-        duration = audio.normalize(inp.path, self.layout.wav_path(inp.stem))
-        seconds = time.perf_counter() - t0
-        # Hashed here, on the decode thread, so the source's second read overlaps the current transcription.
-        return Decoded(duration, seconds, file_sha256(inp.path))
+        # On the decode thread: the source's decode and hash overlap the current transcription.
+        return stage1.decode(inp.path, self.layout.wav_path(inp.stem))
 
     def run(self, inputs: list[Input], stop: threading.Event, progress: Callable[[int, Input], None]) -> None:
         pending = iter(inputs)
@@ -404,18 +199,16 @@ class Processor:
         try:
             decoded: Decoded = work.decoded.result()
             duration = decoded.duration
-            doc = _transcribe_wav(
+            doc = stage1.transcribe_decoded(
                 self.engine,
                 self.settings,
-                inp.path,
+                decoded,
                 self.layout.wav_path(inp.stem),
                 file_label=inp.rel,
-                timings={"decode": decoded.seconds},
                 options=self.options,
-                enrich_doc=self.settings.enrich,
-                source_sha256=decoded.sha256,
+                enrich=self.settings.enrich,
             )
-            write_outputs(self.layout, inp.stem, doc)
+            document.write(self.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
             self._failed(inp, exc)
             return
@@ -481,10 +274,10 @@ def plan(
     enrich_only: list[tuple[Input, dict]] = []
     for inp in (i for i in layout.discover() if in_shard(i, shard)):
         report.inputs += 1
-        doc = None if force else current_document(layout, inp, settings)
+        doc = None if force else document.current(layout, inp, settings)
         if doc is None:
             todo.append(inp)
-        elif needs_enrichment(doc, settings, retry_failed=False):
+        elif settings.enrich and _needs_enrichment(doc, settings, retry_failed=False):
             enrich_only.append((inp, doc))
         else:
             report.skipped.append(inp.rel)
@@ -567,11 +360,8 @@ def _enrich_one(layout: Layout, settings: Settings, inp: Input, doc: dict, repor
         wav = layout.wav_path(inp.stem)
         if not wav.is_file():  # the normalised WAV was cleaned away: decode once more
             audio.normalize(inp.path, wav)
-        t0 = time.perf_counter()
-        doc = enrich(doc, audio.WavReader(wav), settings)
-        doc["meta"]["timings"]["enrich_total"] = round(time.perf_counter() - t0, 4)
-        schema.validate(doc)
-        write_outputs(layout, inp.stem, doc)
+        doc = document.finish(doc, audio.WavReader(wav), settings, enrich=True)
+        document.write(layout, inp.stem, doc)
         report.enriched.append(inp.rel)
     except Exception as exc:  # noqa: BLE001 - isolate per file
         report.failed.append({"file": inp.rel, "error": str(exc), "type": type(exc).__name__, "at": _now()})
@@ -601,7 +391,7 @@ def run_enrich(settings: Settings, *, stop: threading.Event | None = None) -> Ru
             )
             continue
         inp = by_stem.get(stem) or Input(layout.raw_audio / doc["file"], doc["file"], stem)
-        if not needs_enrichment(doc, settings, retry_failed=True):
+        if not _needs_enrichment(doc, settings, retry_failed=True):
             report.skipped.append(inp.rel)
             continue
         _enrich_one(layout, settings, inp, doc, report)
@@ -611,6 +401,13 @@ def run_enrich(settings: Settings, *, stop: threading.Event | None = None) -> Ru
 
 def _with_enrich(settings: Settings) -> Settings:
     return settings if settings.enrich else replace(settings, enrich=True)
+
+
+def _needs_enrichment(doc: dict[str, Any], settings: Settings, retry_failed: bool) -> bool:
+    # Imported here: Stage 2's dependencies are an extra, needed only when enrichment is on.
+    from .enrich.status import needs_enrichment
+
+    return needs_enrichment(doc, settings, retry_failed)
 
 
 # ---------------------------------------------------------------- watch
@@ -648,7 +445,7 @@ def watch(
                 continue
             if now - prev[2] < settle or failed_at.get(inp.rel) == sig:
                 continue
-            if current_document(layout, inp, settings) is None:
+            if document.current(layout, inp, settings) is None:
                 ready.append(inp)
         if ready:
             report.inputs = len(ready)

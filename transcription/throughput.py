@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import asr, audio, pipeline
+from . import audio, document, hardware, pipeline
 from .config import Settings
+from .document import SourceIdentity
 from .layout import Input
-from .packing import PackedFile, Packer, Prepared, choose_batch_size
+from .packing import PackedFile, Packer, Prepared
+from .stage1 import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class _Claim:
     inp: Input
     lease: Any
     decode_s: float = 0.0
-    sha256: str | None = None
+    source: SourceIdentity | None = None
 
 
 class _Run:
@@ -58,8 +60,8 @@ class _Run:
 
     def prepare_first(self, work: Any) -> Prepared:
         """Wait for the decode, then prepare the file's first window (pool thread)."""
-        decoded: pipeline.Decoded = work.decoded.result()
-        claim = _Claim(work.inp, work.lease, decoded.seconds, decoded.sha256)
+        decoded: Decoded = work.decoded.result()
+        claim = _Claim(work.inp, work.lease, decoded.seconds, decoded.source)
         f = self.packer.open(self.p.layout.wav_path(work.inp.stem), self.p.options, claim)
         return self.packer.prepare(f, 0)
 
@@ -88,18 +90,18 @@ class _Run:
         claim: _Claim = f.owner
         inp = claim.inp
         try:
-            doc = pipeline.build_document(
+            assert claim.source is not None  # set when its decode succeeded
+            doc = document.build(
                 Packer.result(f),
                 self.p.engine,
                 self.p.settings,
                 f.options,
                 file_label=inp.rel,
-                source=inp.path,
+                source=claim.source,
                 timings={"decode": claim.decode_s, "prepare": f.prepare_s, "transcribe": transcribe_s},
-                source_sha256=claim.sha256,
             )
-            doc = pipeline.complete(doc, audio.WavReader(f.wav), self.p.settings, self.p.settings.enrich)
-            pipeline.write_outputs(self.p.layout, inp.stem, doc)
+            doc = document.finish(doc, audio.WavReader(f.wav), self.p.settings, enrich=self.p.settings.enrich)
+            document.write(self.p.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
             self.p._failed(inp, exc)
             claim.lease.release()
@@ -118,26 +120,10 @@ class _Run:
 def strategy(settings: Settings) -> pipeline.Strategy:
     """The batch run's strategy in throughput mode."""
     return pipeline.Strategy(
-        engine_workers=engine_workers(settings),
-        decode_workers=prepare_workers(settings.resolved_device()),
+        engine_workers=hardware.engine_workers(settings),
+        decode_workers=hardware.prepare_workers(settings.resolved_device()),
         run=run_packed,
     )
-
-
-def engine_workers(settings: Settings) -> int:
-    """Concurrent transcriptions the engine is loaded for in throughput mode.
-
-    CPU (unless a batch size was set): one worker per usable core, each file on one core, files in parallel
-    (measured 2.0x the default single-file loop on 2 cores; see docs/BENCHMARKS.md). CUDA: one worker feeding
-    packed batches.
-    """
-    return 1 if packs(settings.resolved_device(), settings.batch_size) else asr.usable_cpus()
-
-
-def packs(device: str, batch_size: int) -> bool:
-    """Whether throughput mode packs chunks of several files into shared batches (else, on CPU with no batch
-    size, it runs files in parallel, one per core)."""
-    return device != "cpu" or batch_size > 1
 
 
 def run_parallel(
@@ -174,19 +160,6 @@ def run_parallel(
         t.join()
 
 
-def prepare_workers(device: str) -> int:
-    """Threads decoding and preparing (VAD, features) ahead of the model.
-
-    On a GPU the model outruns them: a 30 s chunk takes milliseconds there but tens of milliseconds of CPU
-    to prepare (../shared/GPU.md: real files reached 1-4% of the engine's ceiling, the time going to that
-    work), so every core but one prepares, up to 16. On CPU they compete with the model for the same cores.
-    """
-    cores = asr.usable_cpus()
-    if device == "cpu":
-        return max(2, min(4, cores - 1))
-    return max(2, min(16, cores - 1))
-
-
 def run_packed(
     processor: pipeline.Processor,
     inputs: list[Input],
@@ -199,12 +172,12 @@ def run_packed(
     several files packed into each batch. On `stop`, files already started are finished; claims not started
     are given back.
     """
-    if not packs(processor.engine.device, processor.options.batch_size):
+    if not hardware.packs(processor.settings):
         run_parallel(processor, inputs, stop, progress)
         return
-    batch_size = choose_batch_size(processor.engine, processor.options.batch_size)
-    # Decoding runs on the processor's decode pool (sized by prepare_workers() in pipeline.run_batch).
-    workers = prepare_workers(processor.engine.device)
+    batch_size = hardware.choose_batch_size(processor.engine, processor.options.batch_size)
+    # Decoding runs on the processor's decode pool (sized by hardware.prepare_workers() in strategy()).
+    workers = hardware.prepare_workers(processor.engine.device)
     run = _Run(processor, batch_size, workers)
     log.info(
         "throughput mode",

@@ -8,6 +8,7 @@ finished prosody untouched. See docs/enrichment.md for the fields and their hone
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -26,6 +27,9 @@ from .emotion import (
     resolve_emotion_model,
 )
 from .source import AudioSource, as_source
+from .status import FEATURES, needs_enrichment
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ENRICHMENT_VERSION",
@@ -34,11 +38,12 @@ __all__ = [
     "emotion_model_info",
     "emotion_model_status",
     "enrich_document",
+    "enrich_or_mark_failed",
+    "needs_enrichment",
     "resolve_emotion_model",
 ]
 
 ENRICHMENT_VERSION = "1"
-FEATURES = ("prosody", "emotion")
 
 
 def enrich_document(doc: dict, audio: np.ndarray | WavReader, settings: Settings) -> dict:
@@ -213,3 +218,16 @@ def _speech_span(seg: dict[str, Any]) -> float | None:
         return max(float(seg["end"]) - float(seg["start"]), 0.0)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def enrich_or_mark_failed(doc: dict, audio: np.ndarray | WavReader, settings: Settings) -> dict:
+    """`enrich_document`, except that a crash marks the unfinished features failed instead of raising:
+    Stage 2 must never cost the Stage 1 result."""
+    from .status import mark_crashed
+
+    try:
+        return enrich_document(doc, audio, settings)
+    except Exception as exc:  # noqa: BLE001 - the transcript is kept whatever Stage 2 does
+        log.exception("enrichment failed", extra={"file": doc.get("file")})
+        mark_crashed(doc, f"enrichment crashed: {type(exc).__name__}: {exc}")
+        return doc

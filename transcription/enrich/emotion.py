@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transcription.audio import SAMPLE_RATE
 from transcription.config import DEFAULT_EMOTION_MODEL, Settings
+from transcription.errors import UsageError
 
 from .source import AudioInput, as_source
 
 if TYPE_CHECKING:
     from .emotion_model import Wav2Vec2EmotionRegressor
 
-SAMPLE_RATE = 16000
 WINDOW_S = 10.0  # the audeering model was fine-tuned on MSP-Podcast turns of a few seconds up to ~11 s
 MIN_SEGMENT_S = 0.5  # below this the model has too few frames for a meaningful pooled state
 BATCH_WINDOWS = 8
@@ -37,8 +38,10 @@ KNOWN_LICENCES = {DEFAULT_EMOTION_MODEL: "CC-BY-NC-SA-4.0"}
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "pytorch_model.bin", "*.md", "LICENSE*"]
 
 
-class EmotionUnavailable(RuntimeError):
-    """Emotion cannot run in this process (missing packages, weights, or a checkpoint that does not fit)."""
+class EmotionUnavailable(UsageError, RuntimeError):
+    """Emotion cannot run in this process (missing packages, weights, or a checkpoint that does not fit).
+
+    Enrichment catches it and marks the feature failed; only `models download` lets it reach the user."""
 
 
 @dataclass

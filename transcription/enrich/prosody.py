@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from transcription.audio import SAMPLE_RATE
+
 from . import pitch as pitch_mod
 from .source import AudioInput, AudioSource, as_source
 from .syllables import UnsupportedScript, count_words
 
 PROSODY_VERSION = "1"
-SAMPLE_RATE = 16000
 HOP_S = pitch_mod.HOP_S
 ENERGY_WINDOW_S = 0.025
 PAUSE_MIN_S = 0.2  # shorter silences are stop closures and breath-less joins, not pauses

@@ -13,7 +13,8 @@ from typing import Any
 
 from transcription.config import Settings
 
-from .app import GRACE_S, Service, create_app
+from .app import create_app
+from .state import GRACE_S, Service
 
 __all__ = ["create_app", "serve"]
 

@@ -8,6 +8,7 @@ Form fields (model, language, ...) are small and kept in memory under their own 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -32,6 +33,9 @@ FIELDS_MAX = 64
 # than a reset connection. Past these bounds the connection is simply closed.
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
 DRAIN_MAX_SECONDS = 10.0
+# A client that sends nothing for this long loses its upload (408): stalled or deliberately slow senders
+# must not hold a connection, a temporary file and, for a job, a queue place forever.
+UPLOAD_IDLE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -139,10 +143,17 @@ class _Receiver:
             self._fh.close()
 
 
-async def receive_upload(request: Request, dest: Path, max_bytes: int, file_field: str = "file") -> Upload:
+async def receive_upload(
+    request: Request,
+    dest: Path,
+    max_bytes: int,
+    file_field: str = "file",
+    idle_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S,
+) -> Upload:
     """Parse a multipart request, writing the `file_field` part to `dest`.
 
-    Raises ApiError (400 malformed, 413 too large) and ClientDisconnect; on any failure `dest` is removed.
+    Raises ApiError (400 malformed, 408 idle for `idle_timeout_s`, 413 too large) and ClientDisconnect; on
+    any failure `dest` is removed.
     """
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
@@ -160,7 +171,7 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int, file_fiel
             await _drain(request.stream())
             raise too_large
         stream = request.stream()
-        async for chunk in stream:
+        async for chunk in _within(stream, idle_timeout_s):
             try:
                 parser.write(chunk)
             except MultipartParseError as exc:
@@ -183,6 +194,23 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int, file_fiel
         if not ok:
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()
+
+
+async def _within(stream: AsyncIterator[bytes], idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks, each of which must arrive within `idle_timeout_s` of the previous one."""
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), idle_timeout_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408,
+                f"the upload sent no data for {idle_timeout_s:g} s and was abandoned",
+                "upload_timeout",
+                param="file",
+            ) from None
+        yield chunk
 
 
 async def _drain(stream: AsyncIterator[bytes]) -> None:

@@ -140,10 +140,21 @@ function plot(doc) {
     ctx.fillText(hi.toFixed(0), ax, pad.t + 10);
     ctx.fillText(lo.toFixed(0), ax, H - pad.b);
     drawn += pts.length;
-    legend.push(`<span><i class="swatch" style="background:${s.color}"></i>${s.label}</span>`);
+    legend.push(s);
   }
   canvas.dataset.points = String(drawn);
-  $("legend").innerHTML = drawn
-    ? legend.join("")
-    : "No prosody in this transcript (enrichment off, or nothing could be measured).";
+  // Built as elements, not markup: the page's content security policy allows no inline styles.
+  const box = $("legend");
+  box.replaceChildren();
+  if (!drawn) {
+    box.textContent = "No prosody in this transcript (enrichment off, or nothing could be measured).";
+  }
+  for (const s of drawn ? legend : []) {
+    const swatch = document.createElement("i");
+    swatch.className = "swatch";
+    swatch.style.background = s.color;
+    const item = document.createElement("span");
+    item.append(swatch, s.label);
+    box.append(item);
+  }
 }

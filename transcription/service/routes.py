@@ -1,0 +1,232 @@
+"""The HTTP routes: `probes` (page, health, readiness, metrics; no key) and `v1` (the API, behind the key).
+
+Routes reach the app's state through the `get_service` dependency, so they are plain module-level
+functions that `create_app` includes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import formats, params, work
+from .errors import ApiError
+from .jobs import JobStore, new_id, valid_id
+from .scheduler import ShuttingDown, Ticket
+from .state import Service, get_service
+from .uploads import Upload, receive_upload
+
+STATIC = Path(__file__).with_name("static")
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+probes = APIRouter()
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(params.authorize)])
+
+
+# ------------------------------------------------------------------ probes
+
+
+@probes.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@probes.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@probes.get("/readyz")
+async def readyz(svc: ServiceDep) -> JSONResponse:
+    if svc.shutdown_deadline is not None:
+        return JSONResponse({"status": "stopping"}, status_code=503)
+    if svc.load_error is not None:
+        return JSONResponse({"status": "failed", "error": svc.load_error}, status_code=503)
+    if not svc.ready.is_set():
+        return JSONResponse({"status": "loading", "model": svc.settings.model}, status_code=503)
+    return JSONResponse({"status": "ready", "model": svc.settings.model})
+
+
+@probes.get("/openapi.json", include_in_schema=False, dependencies=[Depends(params.authorize)])
+async def openapi_document(request: Request) -> JSONResponse:
+    """The API's OpenAPI document, for key holders only (it maps the whole attack surface)."""
+    return JSONResponse(request.app.openapi())
+
+
+@probes.get("/metrics")
+async def metrics_endpoint(svc: ServiceDep) -> Response:
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# ------------------------------------------------------------------ models
+
+
+@v1.get("/models")
+async def list_models(svc: ServiceDep) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(svc, name) for name in params.model_names(svc.settings)]}
+
+
+@v1.get("/models/{model_id:path}")
+async def get_model(model_id: str, svc: ServiceDep) -> dict[str, Any]:
+    if model_id not in params.model_names(svc.settings):
+        raise ApiError(404, f"The model '{model_id}' does not exist", "model_not_found", param="model")
+    return _model_card(svc, model_id)
+
+
+def _model_card(svc: Service, name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": svc.loaded_at, "owned_by": "slower-whisper"}
+
+
+# ------------------------------------------------------------------ synchronous transcription
+
+
+@v1.post("/audio/transcriptions")
+async def create_transcription(request: Request, svc: ServiceDep) -> Response:
+    work.require_ready(svc)
+    # A full queue is refused before the body is read; a place is taken only once it has arrived, so
+    # clients that send slowly (or not at all) never hold places that others could use.
+    work.check_room(svc)
+    tmp = svc.uploads / uuid.uuid4().hex
+    try:
+        tmp.mkdir(parents=True)
+        upload = await _receive(request, svc, tmp / "input")
+        opts = params.parse_options(svc.settings, upload)
+        params.check_language(opts.language, svc.multilingual, svc.settings.model)
+        response_format = params.response_format(upload)
+        granularities = params.granularities(upload)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        ticket = work.admit(svc)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        return await _transcription(request, svc, ticket, tmp, upload, opts, response_format, granularities)
+    finally:
+        svc.runner.worker_freed()
+
+
+async def _receive(request: Request, svc: Service, dest: Path) -> Upload:
+    return await receive_upload(request, dest, svc.max_bytes, idle_timeout_s=svc.settings.upload_idle_timeout)
+
+
+async def _transcription(
+    request: Request,
+    svc: Service,
+    ticket: Ticket,
+    tmp: Path,
+    upload: Upload,
+    opts: params.Options,
+    response_format: str,
+    granularities: list[str],
+) -> Response:
+    handed_over = False
+    try:
+        opts.word_timestamps = "word" in granularities
+        label = upload.filename or "upload"
+
+        def run() -> dict[str, Any]:
+            try:
+                return work.transcribe(svc, tmp / "input", tmp / "audio.wav", label, opts.to_dict())
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        handed_over = True  # from here the worker (or the release below) owns `tmp`
+        try:
+            doc = await work.unless_disconnected(request, svc.scheduler.run(ticket, run))
+        except ShuttingDown:
+            raise work.shutting_down() from None
+        finally:
+            if not ticket.started:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return formats.transcription_response(doc, response_format, granularities)
+    finally:
+        svc.scheduler.release(ticket)
+        if not handed_over:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ jobs
+
+
+@v1.post("/jobs", status_code=202)
+async def create_job(request: Request, svc: ServiceDep) -> JSONResponse:
+    if svc.load_error is not None:
+        work.require_ready(svc)
+    work.check_room(svc)
+    job_id = new_id()
+    staging = svc.uploads / job_id
+    accepted = False
+    try:
+        staging.mkdir(parents=True)
+        upload = await _receive(request, svc, staging / "input")
+        opts = params.parse_options(svc.settings, upload)
+        params.check_language(opts.language, svc.multilingual, svc.settings.model)
+        opts.word_timestamps = "word" in params.granularities(upload) or svc.settings.word_timestamps
+        callback = params.callback_url(upload, svc.settings)
+        # The place is taken once the upload is complete (see create_transcription): checked again now.
+        work.check_room(svc)
+        svc.runner.reserve()
+        try:
+            record = svc.store.new_record(job_id, upload.filename or "upload", opts.to_dict(), callback)
+            # From here the job is on the shared disk: this replica or any other may run it.
+            await asyncio.to_thread(svc.store.publish, staging, record)
+            accepted = True
+            svc.runner.accepted(job_id)
+        finally:
+            svc.runner.unreserve()
+        return JSONResponse(record, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+    finally:
+        if not accepted:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@v1.get("/jobs")
+async def list_jobs(svc: ServiceDep, status: str | None = None, limit: int = 100) -> dict[str, Any]:
+    snap = await asyncio.to_thread(svc.store.scan)
+    records = [r for r in reversed(snap.records) if status is None or r["status"] == status]
+    return {"object": "list", "data": records[: max(1, min(limit, 1000))]}
+
+
+@v1.get("/jobs/{job_id}")
+async def get_job(job_id: str, svc: ServiceDep) -> dict[str, Any]:
+    return await _job(svc.store, job_id)
+
+
+@v1.get("/jobs/{job_id}/result")
+async def get_job_result(job_id: str, svc: ServiceDep, format: str = "json") -> Response:  # noqa: A002 - API name
+    record = await _job(svc.store, job_id)
+    if record["status"] != "succeeded":
+        raise ApiError(
+            409, f"job {job_id} is {record['status']}, no result", "job_not_finished", param="job_id"
+        )
+    try:
+        doc = await asyncio.to_thread(svc.store.read_result, job_id)
+    except FileNotFoundError:  # deleted between the two reads
+        raise ApiError(404, f"no job {job_id!r}", "job_not_found", param="job_id") from None
+    return formats.result_response(doc, format)
+
+
+@v1.delete("/jobs/{job_id}")
+async def delete_job(job_id: str, svc: ServiceDep) -> dict[str, Any]:
+    await _job(svc.store, job_id)
+    await svc.runner.delete(job_id)
+    return {"id": job_id, "object": "transcription.job", "deleted": True}
+
+
+async def _job(store: JobStore, job_id: str) -> dict[str, Any]:
+    """The record from disk (any replica may have changed it), or 404."""
+    record = await asyncio.to_thread(store.read, job_id) if valid_id(job_id) else None
+    if record is None:
+        raise ApiError(404, f"no job {job_id!r}", "job_not_found", param="job_id")
+    return record

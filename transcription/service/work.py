@@ -1,0 +1,152 @@
+"""Running transcriptions: admission to the worker pool, the call in a worker thread, and failures mapped
+to API errors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from starlette.requests import ClientDisconnect, Request
+
+from .errors import ApiError
+from .scheduler import QueueFull, ShuttingDown, Ticket
+from .state import Service
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def transcribe(svc: Service, src: Path, wav: Path, label: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a worker thread: one upload's Stage 1 (and Stage 2 when asked) into a finished document."""
+    from transcription.asr import AsrOptions
+    from transcription.stage1 import transcribe_media
+
+    settings = svc.settings
+    if opts.get("word_timestamps") and not settings.word_timestamps:
+        settings = dataclasses.replace(settings, word_timestamps=True)
+    start = time.perf_counter()
+    try:
+        doc = transcribe_media(
+            svc.engine,
+            settings,
+            src,
+            wav,
+            file_label=label,
+            options=AsrOptions.from_settings(
+                settings,
+                language=opts.get("language"),
+                initial_prompt=opts.get("prompt"),
+                temperature=opts.get("temperature"),
+            ),
+            enrich=settings.enrich if opts.get("enrich") is None else bool(opts["enrich"]),
+            transcriber=svc.packer.transcribe if svc.packer is not None else None,
+        )
+    except BaseException:
+        svc.metrics.transcriptions.labels("failed").inc()
+        raise
+    took = time.perf_counter() - start
+    svc.work_seconds = 0.8 * svc.work_seconds + 0.2 * took
+    svc.metrics.transcriptions.labels("ok").inc()
+    svc.metrics.audio_seconds.inc(float(doc.get("duration") or 0.0))
+    return doc
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(message, code) for a failed transcription: the upload's fault (invalid_audio) or ours."""
+    from transcription.audio import DecodeError
+
+    if isinstance(exc, DecodeError):
+        return f"could not decode the upload as audio: {exc}", "invalid_audio"
+    return f"{type(exc).__name__}: {exc}", "transcription_failed"
+
+
+def api_error(exc: BaseException) -> ApiError:
+    message, code = describe(exc)
+    if code == "invalid_audio":
+        return ApiError(400, message, code, param="file")
+    log.error("transcription failed", exc_info=exc)
+    return ApiError(500, message, code)
+
+
+# ------------------------------------------------------------------ admission
+
+
+def shutting_down() -> ApiError:
+    return ApiError(503, "the server is shutting down", "shutting_down", retry_after=5)
+
+
+def require_ready(svc: Service) -> None:
+    if svc.load_error is not None:
+        raise ApiError(503, f"the model failed to load: {svc.load_error}", "model_unavailable")
+    if not svc.ready.is_set():
+        raise ApiError(503, "the model is still loading; retry shortly", "model_loading", retry_after=5)
+
+
+def admit(svc: Service) -> Ticket:
+    """A place for a synchronous transcription, or 429 (queue full) / 503 (shutting down)."""
+    try:
+        return svc.scheduler.admit(extra=svc.runner.places)
+    except QueueFull:
+        raise ApiError(
+            429,
+            f"the server is busy ({svc.scheduler.running} running, {svc.scheduler.waiting} "
+            "waiting); retry later",
+            "queue_full",
+            retry_after=svc.retry_after(),
+        ) from None
+    except ShuttingDown:
+        raise shutting_down() from None
+
+
+def check_room(svc: Service) -> None:
+    """Refuse a job (429/503) when this replica's queue is full, as for a transcription request."""
+    try:
+        svc.scheduler.check(extra=svc.runner.places)
+    except QueueFull:
+        raise ApiError(
+            429,
+            f"the server is busy ({svc.scheduler.running} running, "
+            f"{svc.scheduler.waiting + svc.runner.places} waiting); retry later",
+            "queue_full",
+            retry_after=svc.retry_after(),
+        ) from None
+    except ShuttingDown:
+        raise shutting_down() from None
+
+
+# ------------------------------------------------------------------ waiting for the result
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, giving up (and cancelling it) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnect
+    try:
+        return task.result()
+    except (ApiError, ShuttingDown, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to an API error with the cause
+        raise api_error(exc) from exc
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message for this request can only be the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

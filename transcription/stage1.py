@@ -1,0 +1,82 @@
+"""Stage 1 for one file: decode it to the normalised WAV, transcribe that, and finish the document.
+
+The per-file batch run (decode on its decode thread, the rest on the caller's) and the service (the whole
+of it on a worker thread) use these; throughput mode transcribes through the packer instead and joins the
+same document path at `document.build`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import audio, document
+from .asr import AsrOptions, AsrResult, Engine
+from .config import Settings
+
+# What turns a normalised WAV into text: `Engine.transcribe`, or the service's shared packer.
+Transcriber = Callable[[audio.WavReader, AsrOptions], AsrResult]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A source decoded to its WAV: audio length, time taken, and the identity of the decoded bytes."""
+
+    duration: float
+    seconds: float
+    source: document.SourceIdentity
+
+
+def decode(src: Path, wav: Path) -> Decoded:
+    t0 = time.perf_counter()
+    identity, duration = document.identify_while(src, lambda: audio.normalize(src, wav))
+    return Decoded(duration, time.perf_counter() - t0, identity)
+
+
+def transcribe_decoded(
+    engine: Engine,
+    settings: Settings,
+    decoded: Decoded,
+    wav: Path,
+    *,
+    file_label: str,
+    options: AsrOptions,
+    enrich: bool,
+    transcriber: Transcriber | None = None,
+) -> dict[str, Any]:
+    """The finished document for a decoded file."""
+    reader = audio.WavReader(wav)
+    t0 = time.perf_counter()
+    result = (transcriber or engine.transcribe)(reader, options)
+    timings = {"decode": decoded.seconds, "transcribe": time.perf_counter() - t0}
+    doc = document.build(
+        result, engine, settings, options, file_label=file_label, source=decoded.source, timings=timings
+    )
+    return document.finish(doc, reader, settings, enrich=enrich)
+
+
+def transcribe_media(
+    engine: Engine,
+    settings: Settings,
+    src: Path,
+    wav: Path,
+    *,
+    file_label: str,
+    options: AsrOptions,
+    enrich: bool,
+    transcriber: Transcriber | None = None,
+) -> dict[str, Any]:
+    """Decode `src` into `wav`, transcribe, finish: one upload's whole Stage 1 (the service's)."""
+    return transcribe_decoded(
+        engine,
+        settings,
+        decode(src, wav),
+        wav,
+        file_label=file_label,
+        options=options,
+        enrich=enrich,
+        transcriber=transcriber,
+    )
