@@ -69,7 +69,11 @@ class Replicas:
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     tmp = tmp_path_factory.mktemp("replicas")
-    env = {"SLOWER_WHISPER_WORKERS": "1", "SLOWER_WHISPER_LEASE_TTL": str(int(LEASE_TTL_S))}
+    env = {
+        "SLOWER_WHISPER_WORKERS": "1",
+        "SLOWER_WHISPER_LEASE_TTL": str(int(LEASE_TTL_S)),
+        "SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL": "true",  # the callback receiver is on loopback
+    }
     a = make_server(tmp, "root", **env)
     b = make_server(tmp, "root", **env)  # the same root: one shared volume
     b.log_path = tmp / "b.log"

@@ -155,6 +155,8 @@ def main_server(tmp_path_factory: pytest.TempPathFactory):
             SLOWER_WHISPER_API_KEY=",".join(API_KEYS),
             SLOWER_WHISPER_WORKERS="2",
             ENABLE_EMOTION="false",
+            # The tests' callback receiver listens on loopback, which callbacks may reach only when allowed.
+            SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL="true",
         )
         _shared["main"] = server.start()
     _users["count"] += 1

@@ -262,10 +262,11 @@ def _safe_key(stem: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: str = "wb") -> Iterator:
+def atomic_writer(path: Path, mode: str = "wb", perms: int = 0o644) -> Iterator:
     """Write to a temporary file beside `path`, fsync it, then rename over `path`.
 
     A crash leaves either the old file or the new one, never a half-written file under the final name.
+    `perms` are set before the rename, so a secret is never readable by others under its final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +276,7 @@ def atomic_writer(path: Path, mode: str = "wb") -> Iterator:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, perms)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -283,8 +284,8 @@ def atomic_writer(path: Path, mode: str = "wb") -> Iterator:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_writer(path, "wb") as fh:
+def atomic_write_bytes(path: Path, data: bytes, perms: int = 0o644) -> None:
+    with atomic_writer(path, "wb", perms) as fh:
         fh.write(data)
 
 

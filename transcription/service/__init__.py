@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
@@ -42,6 +43,41 @@ def serve(settings: Settings, host: str, port: int, allow_unauthenticated: bool)
             file=sys.stderr,
         )
         return 2
+    # Refused before the model loads: uvicorn would bind port 99999 as 99999 % 65536 (and log 99999), and a
+    # busy port would only fail after minutes of model loading.
+    if not 1 <= port <= 65535:
+        print(f"slower-whisper serve: --port {port} is not a TCP port (1-65535)", file=sys.stderr)
+        return 2
+    try:
+        sock = _listen_socket(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"slower-whisper serve: cannot listen on {host} port {port}: {reason}", file=sys.stderr)
+        return 2
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    log.info("listening on http://%s:%d", shown, port)  # uvicorn says nothing when handed a socket
+    with sock:
+        return _run(settings, host, port, sock)
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The bound socket uvicorn serves on: bound here, so a busy port fails now, and handed over, so no
+    other process can take the port between this check and uvicorn's start."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart within TIME_WAIT
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run(settings: Settings, host: str, port: int, sock: socket.socket) -> int:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -73,7 +109,7 @@ def serve(settings: Settings, host: str, port: int, allow_unauthenticated: bool)
     )
     server = _Server(config)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except SystemExit as exc:  # uvicorn exits this way when it cannot bind
         return int(exc.code) if isinstance(exc.code, int) else 1
     if not server.started and svc.exit_code == 0:

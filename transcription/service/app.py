@@ -63,6 +63,7 @@ def create_app(
         work.describe,
         lambda: svc.ready.is_set(),
         sweep,
+        callback_allow_internal=settings.callback_allow_internal,
     )
     svc = Service(
         settings=settings,

@@ -1,9 +1,12 @@
 """Job records on disk: ``<root>/.slower-whisper/jobs/<id>/``, shared by every server replica on the root.
 
 Each job folder holds ``job.json`` (the record, rewritten atomically on every change), the uploaded file
-while the job waits, ``result.json`` (the transcript document) once it succeeded, and ``deleted`` once a
-client deleted it while another process held it. The folder appears whole: the upload and its first record
-are written in the accepting process's upload space and renamed into ``jobs/``.
+while the job waits, ``result.json`` (the transcript document) once it succeeded, ``deleted`` once a
+client deleted it while another process held it, and ``callback-url`` (mode 0600) while a callback whose
+URL carries credentials (``https://user:secret@host/``) is still to be sent: the record itself, which the
+API returns and the runner POSTs, only ever holds the URL with its userinfo redacted (``***@``). The
+folder appears whole: the upload and its first record are written in the accepting process's upload space
+and renamed into ``jobs/``.
 
 The disk is the only source of truth: every read goes to the files, so any replica answers for any job.
 Who may write a record after it was created is decided by the job's lease (``jobs/.leases/``): see
@@ -26,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transcription.layout import Lease, atomic_write_json
+from transcription.layout import Lease, atomic_write_bytes, atomic_write_json
+
+from .callbacks import has_userinfo, is_redacted, redact
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,7 @@ RECORD = "job.json"
 RESULT = "result.json"
 INPUT = "input"
 DELETED = "deleted"
+CALLBACK = "callback-url"  # the callback URL with its credentials, only when it has some
 LEASES = ".leases"
 # A folder without a record is a removal cut short (or a leftover of an older version); it is swept once it
 # has been left alone this long, so a removal in progress elsewhere is never raced.
@@ -70,6 +76,7 @@ class JobStore:
         # id -> ((inode, mtime_ns, size), record): every rewrite is a rename, so a new inode = new content.
         self._cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self._counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        self._targets: dict[str, str] = {}  # id -> callback URL with credentials, from new_record to publish
 
     def dir(self, job_id: str) -> Path:
         return self.folder / job_id
@@ -85,8 +92,12 @@ class JobStore:
 
     # ---------------------------------------------------------------- create
 
-    @staticmethod
-    def new_record(job_id: str, filename: str, options: dict[str, Any], callback_url: str | None) -> dict:
+    def new_record(
+        self, job_id: str, filename: str, options: dict[str, Any], callback_url: str | None
+    ) -> dict:
+        """A queued job's first record. A callback URL's credentials are kept apart until `publish`."""
+        if has_userinfo(callback_url):
+            self._targets[job_id] = str(callback_url)
         return {
             "id": job_id,
             "object": "transcription.job",
@@ -96,7 +107,7 @@ class JobStore:
             "finished_at": None,
             "file": filename,
             "options": options,
-            "callback_url": callback_url,
+            "callback_url": redact(callback_url),
             "attempts": 0,
             "worker": None,
             "duration": None,
@@ -105,9 +116,24 @@ class JobStore:
 
     def publish(self, staging: Path, record: dict[str, Any]) -> None:
         """Write the first record beside the upload in `staging`, then move the whole folder into jobs/."""
-        atomic_write_json(staging / RECORD, record)
+        target = self._targets.pop(record["id"], None)
+        if target is not None:
+            _write_target(staging, target)
+        atomic_write_json(staging / RECORD, _public(record))
         self.folder.mkdir(parents=True, exist_ok=True)
         os.rename(staging, self.dir(record["id"]))
+
+    def callback_target(self, job_id: str, record: dict[str, Any]) -> str | None:
+        """Where to send the job's callback: the URL with its credentials when it had some."""
+        try:
+            return (self.dir(job_id) / CALLBACK).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return record.get("callback_url")
+
+    def forget_callback_target(self, job_id: str) -> None:
+        """The callback was sent (or refused): its credentials are not kept any longer."""
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (self.dir(job_id) / CALLBACK).unlink()
 
     # ---------------------------------------------------------------- read
 
@@ -117,7 +143,7 @@ class JobStore:
         if (folder / DELETED).exists():
             return None
         try:
-            return json.loads((folder / RECORD).read_text(encoding="utf-8"))
+            return _public(json.loads((folder / RECORD).read_text(encoding="utf-8")))
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -169,7 +195,23 @@ class JobStore:
         if not folder.is_dir():
             # Removed meanwhile; atomic_write_json would create the folder again with a lone record in it.
             raise FileNotFoundError(f"job folder {folder} is gone")
-        atomic_write_json(folder / RECORD, record)
+        url = record.get("callback_url")
+        if has_userinfo(url) and not is_redacted(url):
+            _write_target(folder, str(url))  # never into job.json, which the API shows
+        elif is_redacted(url) and not (folder / CALLBACK).exists():
+            self._keep_legacy_target(folder)
+        atomic_write_json(folder / RECORD, _public(record))
+
+    @staticmethod
+    def _keep_legacy_target(folder: Path) -> None:
+        """A record written before credentials were kept apart has them in job.json: move them out before
+        the redacted copy replaces it, or its callback would go without them."""
+        try:
+            url = json.loads((folder / RECORD).read_text(encoding="utf-8")).get("callback_url")
+        except (OSError, ValueError, AttributeError):
+            return
+        if has_userinfo(url) and not is_redacted(url):
+            _write_target(folder, url)
 
     def write_result(self, job_id: str, doc: dict[str, Any]) -> None:
         atomic_write_json(self.dir(job_id) / RESULT, doc)
@@ -177,7 +219,7 @@ class JobStore:
     def drop_inputs(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             for path in self.dir(job_id).iterdir():
-                if path.name not in (RECORD, RESULT, DELETED):
+                if path.name not in (RECORD, RESULT, DELETED, CALLBACK):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
 
@@ -205,7 +247,7 @@ class JobStore:
         with self._lock:
             cached = self._cache.get(job_id)
         if cached is not None and cached[0] == key:
-            return dict(cached[1])
+            return _public(cached[1])
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -215,7 +257,7 @@ class JobStore:
             return None
         with self._lock:
             self._cache[job_id] = (key, record)
-        return dict(record)
+        return _public(record)
 
     def _sweep_orphan(self, folder: Path) -> None:
         try:
@@ -225,6 +267,19 @@ class JobStore:
         if time.time() - newest > ORPHAN_AGE_S:
             log.warning("removing job folder without a record: %s", folder)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `record` that may be shown: a callback URL's credentials redacted (records written by an
+    older version still hold them on disk)."""
+    out = dict(record)
+    if has_userinfo(out.get("callback_url")):
+        out["callback_url"] = redact(out["callback_url"])
+    return out
+
+
+def _write_target(folder: Path, url: str) -> None:
+    atomic_write_bytes(folder / CALLBACK, url.encode("utf-8"), perms=0o600)
 
 
 def _now() -> float:

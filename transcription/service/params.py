@@ -11,13 +11,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
 from transcription.config import WHISPER_LANGUAGES, Settings
 
 from . import formats
+from .callbacks import CallbackRefused, check_callback_url
 from .errors import ApiError
 from .state import Service, get_service
 from .uploads import Upload
@@ -154,12 +154,12 @@ def granularities(upload: Upload) -> list[str]:
 
 
 def callback_url(upload: Upload, settings: Settings) -> str | None:
-    """The job's `callback_url`, when given: an absolute http(s) URL."""
+    """The job's `callback_url`, when given: a well-formed http(s) URL that, unless
+    SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL is on, names no internal address (checked again when sending)."""
     url = upload.get("callback_url") or None
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ApiError(
-                400, "callback_url must be an absolute http(s) URL", "invalid_value", param="callback_url"
-            )
+        try:
+            check_callback_url(url, settings.callback_allow_internal)
+        except CallbackRefused as exc:
+            raise ApiError(400, str(exc), "invalid_value", param="callback_url") from None
     return url

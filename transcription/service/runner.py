@@ -28,10 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from transcription.layout import OWNER_HOST, Lease
 
+from . import callbacks
 from .jobs import FINAL, JobStore, _now
 from .scheduler import Scheduler, ShuttingDown, Ticket
 
@@ -69,8 +68,11 @@ class JobRunner:
         describe: Describe,
         ready: Callable[[], bool],
         on_scan: Callable[[], None] | None = None,
+        callback_allow_internal: bool = False,
     ) -> None:
         self.store = store
+        # SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL: callbacks may go to loopback/private addresses.
+        self.callback_allow_internal = callback_allow_internal
         self.scheduler = scheduler
         self.work = work
         self.describe = describe
@@ -283,18 +285,18 @@ class JobRunner:
         return record
 
     async def _callback(self, record: dict[str, Any], lease: Lease) -> None:
-        """POST the final record to the job's callback_url: best effort, with a timeout, logged, stored."""
-        url = record["callback_url"]
-        outcome: dict[str, Any] = {"at": _now()}
-        try:
-            async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_S, follow_redirects=False) as client:
-                response = await client.post(url, json=record)
-            outcome["status_code"] = response.status_code
-            log.info("job %s callback to %s answered %s", record["id"], url, response.status_code)
-        except httpx.HTTPError as exc:
-            outcome["error"] = f"{type(exc).__name__}: {exc}"
-            log.warning("job %s callback to %s failed: %s", record["id"], url, outcome["error"])
+        """POST the final record to the job's callback_url: best effort, with a timeout, never to an internal
+        address unless allowed, no redirects; a coarse outcome is stored (see callbacks.py)."""
+        job_id = record["id"]
+        url = await asyncio.to_thread(self.store.callback_target, job_id, record)
+        if not url:
+            return
+        outcome = await callbacks.deliver(
+            url, record, allow_internal=self.callback_allow_internal, timeout=CALLBACK_TIMEOUT_S
+        )
+        log.info("job %s callback: %s", job_id, outcome["result"])
         await asyncio.to_thread(self._store_callback, dict(record, callback=outcome), lease)
+        await asyncio.to_thread(self.store.forget_callback_target, job_id)
 
     def _store_callback(self, record: dict[str, Any], lease: Lease) -> None:
         if not lease.held():
