@@ -126,9 +126,13 @@ class Server:
     def uploads_left(self) -> list[Path]:
         """Upload files left on disk (each process keeps its own folder and a lease file beside it)."""
         folder = self.root / ".slower-whisper" / "uploads"
-        if not folder.exists():
-            return []
-        return sorted(p for p in folder.rglob("*") if p.is_file() and ".leases" not in p.parts)
+        while True:  # the server removes folders while we walk: walk again
+            if not folder.exists():
+                return []
+            try:
+                return sorted(p for p in folder.rglob("*") if p.is_file() and ".leases" not in p.parts)
+            except FileNotFoundError:
+                continue
 
 
 def make_server(tmp: Path, name: str, **env_extra: str) -> Server:
