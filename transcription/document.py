@@ -8,13 +8,15 @@ is recorded in `meta` so that `current` can tell a later run whether the outputs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__, schema, writers
 from .layout import Input, Layout, atomic_write_text
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from .asr import AsrOptions, AsrResult, Engine
     from .audio import WavReader
     from .config import Settings
+
+
+T = TypeVar("T")
 
 
 class SourceChanged(Exception):
@@ -46,7 +51,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def identify_while(path: Path, read: Any) -> tuple[SourceIdentity, Any]:
+def identify_while(path: Path, read: Callable[[], T]) -> tuple[SourceIdentity, T]:
     """Hash `path`, call `read()` (the decode) and return the identity of the bytes both saw.
 
     A source replaced or appended to while it is read would otherwise be recorded with the new file's
@@ -71,6 +76,7 @@ def config_fingerprint(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@functools.cache  # installed versions do not change within a process; asked once per document
 def versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -110,7 +116,7 @@ def build(
             "device": engine.device,
             "compute_type": engine.compute_type,
             **options.meta_fields(),
-            "versions": versions(),
+            "versions": dict(versions()),  # a copy: the cached one is shared
             "config_fingerprint": config_fingerprint(settings),
             "settings": settings.fingerprint_fields(),
             "source_sha256": source.sha256,

@@ -56,27 +56,3 @@ def transcribe_decoded(
         result, engine, settings, options, file_label=file_label, source=decoded.source, timings=timings
     )
     return document.finish(doc, reader, settings, enrich=enrich)
-
-
-def transcribe_media(
-    engine: Engine,
-    settings: Settings,
-    src: Path,
-    wav: Path,
-    *,
-    file_label: str,
-    options: AsrOptions,
-    enrich: bool,
-    transcriber: Transcriber | None = None,
-) -> dict[str, Any]:
-    """Decode `src` into `wav`, transcribe, finish: one upload's whole Stage 1 (the service's)."""
-    return transcribe_decoded(
-        engine,
-        settings,
-        decode(src, wav),
-        wav,
-        file_label=file_label,
-        options=options,
-        enrich=enrich,
-        transcriber=transcriber,
-    )

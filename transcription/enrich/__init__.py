@@ -27,7 +27,7 @@ from .emotion import (
     resolve_emotion_model,
 )
 from .source import AudioSource, as_source
-from .status import FEATURES, needs_enrichment
+from .status import FEATURES, mark_crashed, needs_enrichment
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,6 @@ def _speech_span(seg: dict[str, Any]) -> float | None:
 def enrich_or_mark_failed(doc: dict, audio: np.ndarray | WavReader, settings: Settings) -> dict:
     """`enrich_document`, except that a crash marks the unfinished features failed instead of raising:
     Stage 2 must never cost the Stage 1 result."""
-    from .status import mark_crashed
-
     try:
         return enrich_document(doc, audio, settings)
     except Exception as exc:  # noqa: BLE001 - the transcript is kept whatever Stage 2 does

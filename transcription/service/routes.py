@@ -95,6 +95,7 @@ async def create_transcription(request: Request, svc: ServiceDep) -> Response:
     # clients that send slowly (or not at all) never hold places that others could use.
     work.check_room(svc)
     tmp = svc.uploads / uuid.uuid4().hex
+    ticket: Ticket | None = None
     try:
         tmp.mkdir(parents=True)
         upload = await _receive(request, svc, tmp / "input")
@@ -102,38 +103,9 @@ async def create_transcription(request: Request, svc: ServiceDep) -> Response:
         params.check_language(opts.language, svc.multilingual, svc.settings.model)
         response_format = params.response_format(upload)
         granularities = params.granularities(upload)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        ticket = work.admit(svc)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        return await _transcription(request, svc, ticket, tmp, upload, opts, response_format, granularities)
-    finally:
-        svc.runner.worker_freed()
-
-
-async def _receive(request: Request, svc: Service, dest: Path) -> Upload:
-    return await receive_upload(request, dest, svc.max_bytes, idle_timeout_s=svc.settings.upload_idle_timeout)
-
-
-async def _transcription(
-    request: Request,
-    svc: Service,
-    ticket: Ticket,
-    tmp: Path,
-    upload: Upload,
-    opts: params.Options,
-    response_format: str,
-    granularities: list[str],
-) -> Response:
-    handed_over = False
-    try:
         opts.word_timestamps = "word" in granularities
         label = upload.filename or "upload"
+        ticket = work.admit(svc)
 
         def run() -> dict[str, Any]:
             try:
@@ -141,19 +113,22 @@ async def _transcription(
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-        handed_over = True  # from here the worker (or the release below) owns `tmp`
         try:
             doc = await work.unless_disconnected(request, svc.scheduler.run(ticket, run))
         except ShuttingDown:
             raise work.shutting_down() from None
-        finally:
-            if not ticket.started:
-                shutil.rmtree(tmp, ignore_errors=True)
         return formats.transcription_response(doc, response_format, granularities)
     finally:
-        svc.scheduler.release(ticket)
-        if not handed_over:
+        if ticket is not None:
+            svc.scheduler.release(ticket)
+            svc.runner.worker_freed()
+        # A started worker removes `tmp` when it ends (it may outlive a client that left); else it goes here.
+        if ticket is None or not ticket.started:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _receive(request: Request, svc: Service, dest: Path) -> Upload:
+    return await receive_upload(request, dest, svc.max_bytes, idle_timeout_s=svc.settings.upload_idle_timeout)
 
 
 # ------------------------------------------------------------------ jobs

@@ -23,18 +23,18 @@ T = TypeVar("T")
 
 def transcribe(svc: Service, src: Path, wav: Path, label: str, opts: dict[str, Any]) -> dict[str, Any]:
     """Runs in a worker thread: one upload's Stage 1 (and Stage 2 when asked) into a finished document."""
+    from transcription import stage1
     from transcription.asr import AsrOptions
-    from transcription.stage1 import transcribe_media
 
     settings = svc.settings
     if opts.get("word_timestamps") and not settings.word_timestamps:
         settings = dataclasses.replace(settings, word_timestamps=True)
     start = time.perf_counter()
     try:
-        doc = transcribe_media(
+        doc = stage1.transcribe_decoded(
             svc.engine,
             settings,
-            src,
+            stage1.decode(src, wav),
             wav,
             file_label=label,
             options=AsrOptions.from_settings(
