@@ -194,6 +194,12 @@ _RAW_BY_NAME = {
     "language": "de",
     "log_level": "DEBUG",
     "log_format": "json",
+    "task": "translate",
+    "num_speakers": "3",
+    "min_speakers": "2",
+    "max_speakers": "4",
+    "diarization_model": "pyannote/speaker-diarization-community-1",
+    "realtime_max_session_s": "600",
 }
 
 
@@ -219,7 +225,10 @@ def test_fingerprint_comes_from_the_declaration_and_is_unchanged() -> None:
     from transcription.config import SETTINGS, Settings
 
     settings = Settings(device="cpu")
-    assert list(settings.fingerprint_fields()) == [n for n, s in SETTINGS.items() if s.fingerprint]
+    # The task is recorded only when it is not the default, so that older transcripts stay current.
+    declared = [n for n, s in SETTINGS.items() if s.fingerprint]
+    assert list(settings.fingerprint_fields()) == [n for n in declared if n != "task"]
+    assert Settings(device="cpu", task="translate").fingerprint_fields()["task"] == "translate"
     # The exact values: outputs written before the declaration existed must stay current.
     assert settings.fingerprint_fields() == {
         "model": "large-v3",

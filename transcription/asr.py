@@ -36,6 +36,7 @@ class AsrOptions:
     hallucination_silence_threshold: float | None = 2.0
     initial_prompt: str | None = None
     temperature: float | None = None  # None: Whisper's temperature fallback schedule
+    task: str = "transcribe"  # or "translate" (into English)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> AsrOptions:
@@ -174,6 +175,7 @@ class Engine:
             vad_filter=o.vad,
             condition_on_previous_text=o.condition_on_previous_text,
             initial_prompt=o.initial_prompt,
+            task=o.task,
         )
         if o.temperature is not None:
             kwargs["temperature"] = o.temperature

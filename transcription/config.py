@@ -74,6 +74,10 @@ MAX_QUEUE_SIZE = 100_000
 MAX_LEASE_TTL_S = 86_400
 MAX_THRESHOLD_S = 3_600.0
 MAX_SHARDS = 100_000  # Kubernetes' own limit on an Indexed Job's completions
+MAX_SPEAKERS = 20  # the most speakers the diarizers are asked to tell apart in one recording
+MAX_REALTIME_SESSIONS = 1_000
+
+TASKS = ("transcribe", "translate")
 
 
 class ConfigError(UsageError, ValueError):
@@ -140,6 +144,17 @@ def _parse_threshold(name: str, raw: Any) -> float | None:
     return value
 
 
+def _optional_count(name: str, raw: Any) -> int | None:
+    """A speaker count, or unset ('' / 'auto' / 'none')."""
+    if str(raw).strip().lower() in ("", "auto", "none"):
+        return None
+    return _parse_int(name, raw, 1, MAX_SPEAKERS)
+
+
+def _optional_text(name: str, raw: Any) -> str | None:
+    return str(raw).strip() or None
+
+
 def _non_empty(name: str, raw: Any) -> str:
     text = str(raw).strip()
     if not text:
@@ -161,7 +176,8 @@ class Spec:
     help: str | None = None  # the help of its `--flag`; None: no flag (environment or config file only)
     commands: tuple[str, ...] = ()  # the commands that take the flag (bools get --flag/--no-flag)
     choices: tuple[str, ...] | None = None  # also checked by argparse, whose usage line lists them
-    fingerprint: bool | Callable[[Settings], Any] = False  # changes a transcript; a callable: value recorded
+    # Changes a transcript; a callable gives the value recorded (None: not recorded).
+    fingerprint: bool | Callable[[Settings], Any] = False
     decoding: bool = False  # an engine option: `asr.AsrOptions` has a field of the same name
     meta: bool = False  # recorded in each document's meta (as used, from the AsrOptions)
 
@@ -277,6 +293,69 @@ class Settings:
             meta=True,
         ),
     )
+    task: str = _setting(
+        "transcribe",
+        Spec(
+            "WHISPER_TASK",
+            lambda n, v: _parse_choice(n, v, TASKS),
+            "transcribe, or translate into English (needs a multilingual model; env WHISPER_TASK)",
+            _RUNS,
+            choices=TASKS,
+            # Not recorded for "transcribe", so transcripts made before the setting existed stay current.
+            fingerprint=lambda s: None if s.task == "transcribe" else s.task,
+            decoding=True,
+            meta=True,
+        ),
+    )
+    # Speakers are added to a finished transcript (Stage 1's last step), so their settings are not in the
+    # transcript's fingerprint: changing them redoes the speakers only (`diarization_fingerprint`).
+    diarize: bool = _setting(
+        False,
+        Spec(
+            "ENABLE_DIARIZATION",
+            _parse_bool,
+            "label who spoke when (env ENABLE_DIARIZATION; offline embedded model by default)",
+            _RUNS,
+        ),
+    )
+    num_speakers: int | None = _setting(
+        None,
+        Spec(
+            "DIARIZATION_NUM_SPEAKERS",
+            _optional_count,
+            f"exact number of speakers, 1-{MAX_SPEAKERS} (env DIARIZATION_NUM_SPEAKERS; default: estimated)",
+            _RUNS,
+        ),
+    )
+    min_speakers: int | None = _setting(
+        None,
+        Spec(
+            "DIARIZATION_MIN_SPEAKERS",
+            _optional_count,
+            "fewest speakers to consider (env DIARIZATION_MIN_SPEAKERS)",
+            _RUNS,
+        ),
+    )
+    max_speakers: int | None = _setting(
+        None,
+        Spec(
+            "DIARIZATION_MAX_SPEAKERS",
+            _optional_count,
+            f"most speakers to consider, at most {MAX_SPEAKERS} (env DIARIZATION_MAX_SPEAKERS)",
+            _RUNS,
+        ),
+    )
+    # None: the embedded offline model. Else a pyannote pipeline id or local folder (needs pyannote.audio).
+    diarization_model: str | None = _setting(
+        None,
+        Spec(
+            "DIARIZATION_MODEL",
+            _optional_text,
+            "pyannote pipeline id or folder (needs the pyannote extra and HF_TOKEN; "
+            "env DIARIZATION_MODEL, default: the embedded offline model)",
+            _RUNS,
+        ),
+    )
     enrich: bool = _setting(
         False,
         Spec(
@@ -328,6 +407,23 @@ class Settings:
     callback_allow_internal: bool = _setting(
         False, Spec("SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL", _parse_bool)
     )
+    # Live sessions on /v1/realtime: how many at once, how long one may last, how long it may stay silent
+    # (no message), and how much audio it may send ahead of real time before appends are refused.
+    realtime_max_sessions: int = _setting(
+        8, Spec("SLOWER_WHISPER_REALTIME_MAX_SESSIONS", _int_in(1, MAX_REALTIME_SESSIONS))
+    )
+    realtime_max_session_s: float = _setting(
+        3600.0,
+        Spec(
+            "SLOWER_WHISPER_REALTIME_MAX_SESSION_S", lambda n, v: float(_parse_int(n, v, 10, MAX_LEASE_TTL_S))
+        ),
+    )
+    realtime_idle_timeout: float = _setting(
+        60.0, Spec("SLOWER_WHISPER_REALTIME_IDLE_TIMEOUT", lambda n, v: float(_parse_int(n, v, 1, 3600)))
+    )
+    realtime_max_buffer_s: float = _setting(
+        30.0, Spec("SLOWER_WHISPER_REALTIME_MAX_BUFFER_S", lambda n, v: float(_parse_int(n, v, 1, 600)))
+    )
     # Seconds before a dead worker's claim on a file may be taken over.
     lease_ttl: float = _setting(
         120.0, Spec("SLOWER_WHISPER_LEASE_TTL", lambda n, v: float(_parse_int(n, v, 5, MAX_LEASE_TTL_S)))
@@ -369,12 +465,23 @@ class Settings:
             return self.compute_type
         return hardware.auto_compute_type(self.resolved_device())
 
+    def diarization_fields(self) -> dict[str, Any]:
+        """What changes the speakers of a transcript: recorded with them, and a change redoes them."""
+        return {
+            "model": self.diarization_model or "embedded",
+            "num_speakers": self.num_speakers,
+            "min_speakers": self.min_speakers,
+            "max_speakers": self.max_speakers,
+        }
+
     def fingerprint_fields(self) -> dict[str, Any]:
         """The settings that change a transcript: a change in any of them makes old outputs stale."""
         out: dict[str, Any] = {}
         for name, spec in SETTINGS.items():
             if callable(spec.fingerprint):
-                out[name] = spec.fingerprint(self)
+                value = spec.fingerprint(self)
+                if value is not None:  # None: at the value older transcripts were made with; not recorded
+                    out[name] = value
             elif spec.fingerprint:
                 out[name] = getattr(self, name)
         return out
@@ -455,7 +562,24 @@ def load_settings(
         raise ConfigError("WHISPER_DEVICE: 'cuda' requested but no CUDA device is visible to CTranslate2")
     if settings.language not in (None, "en") and english_only(settings.model):
         raise ConfigError(english_only_message(settings.model, settings.language))
+    if settings.task == "translate" and english_only(settings.model):
+        raise ConfigError(
+            f"WHISPER_TASK: model {settings.model!r} is English-only and cannot translate; "
+            "use a multilingual model (base, small, large-v3, ...)"
+        )
+    check_speaker_counts(settings.num_speakers, settings.min_speakers, settings.max_speakers)
     return settings
+
+
+def check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:
+    """The speaker-count constraints agree with each other (each is already within 1..MAX_SPEAKERS)."""
+    if low is not None and high is not None and low > high:
+        raise ConfigError(f"DIARIZATION_MIN_SPEAKERS ({low}) is above DIARIZATION_MAX_SPEAKERS ({high})")
+    if num is not None and ((low is not None and num < low) or (high is not None and num > high)):
+        raise ConfigError(
+            f"DIARIZATION_NUM_SPEAKERS ({num}) is outside DIARIZATION_MIN_SPEAKERS..DIARIZATION_MAX_SPEAKERS "
+            f"({low or 1}..{high or MAX_SPEAKERS})"
+        )
 
 
 def english_only(model: str) -> bool:
