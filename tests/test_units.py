@@ -269,7 +269,13 @@ def test_engine_options_come_from_the_declaration() -> None:
         n: "fr" if n == "language" else getattr(settings, n) for n in DECODING_FIELDS
     }
     assert set(DECODING_META_FIELDS) <= set(DECODING_FIELDS)
-    assert options.meta_fields() == {"batch_size": 4, "beam_size": 2, "word_timestamps": False, "vad": False}
+    assert options.meta_fields() == {
+        "batch_size": 4,
+        "beam_size": 2,
+        "word_timestamps": False,
+        "vad": False,
+        "task": "transcribe",
+    }
 
 
 def test_user_facing_errors_share_one_base() -> None:
