@@ -146,6 +146,11 @@ def write(layout: Layout, stem: str, doc: dict[str, Any]) -> None:
     """Text formats first, JSON last: the JSON is what marks the input as done."""
     for fmt in writers.TEXT_FORMATS:
         atomic_write_text(layout.text_path(stem, fmt), writers.render(doc, fmt))
+    rttm = layout.text_path(stem, "rttm")
+    if "turns" in doc:
+        atomic_write_text(rttm, writers.render(doc, "rttm"))
+    else:  # speakers removed or never found: no stale turns beside the new transcript
+        rttm.unlink(missing_ok=True)
     atomic_write_text(layout.json_path(stem), writers.render(doc, "json"))
 
 

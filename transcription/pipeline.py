@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import audio, document, schema, stage1
+from . import audio, document, schema, speakers, stage1
 from .asr import AsrOptions, Engine
 from .config import Settings
 from .errors import UsageError
@@ -44,6 +44,7 @@ class RunReport:
     inputs: int = 0
     done: list[str] = field(default_factory=list)
     enriched: list[str] = field(default_factory=list)
+    speakers_added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     claimed_elsewhere: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
@@ -215,7 +216,16 @@ class Processor:
         self.succeeded(inp, duration, doc)
 
     def succeeded(self, inp: Input, duration: float, doc: dict[str, Any]) -> None:
-        """Record a written input: clear its old failure, count it, log it."""
+        """Record a written input: a failed diarization still fails it (the transcript is kept, and the
+        next run adds the speakers without transcribing again)."""
+        error = speakers.failed(doc)
+        if error is not None:
+            self._failed(inp, speakers.DiarizationFailed(f"speakers: {error}"))
+        else:
+            self._succeeded(inp, duration, doc)
+
+    def _succeeded(self, inp: Input, duration: float, doc: dict[str, Any]) -> None:
+        """Clear its old failure, count it, log it."""
         self.layout.failure_path(inp.stem).unlink(missing_ok=True)
         with self.lock:  # several workers may finish at once (throughput mode)
             self.report.done.append(inp.rel)
@@ -269,19 +279,27 @@ class _Progress:
 def plan(
     layout: Layout, settings: Settings, force: bool, shard: tuple[int, int] | None, report: RunReport
 ) -> tuple[list[Input], list[tuple[Input, dict]]]:
-    """Split the shard's inputs into those to transcribe and finished ones that only need Stage 2."""
+    """Split the shard's inputs into those to transcribe and finished transcripts that only need speakers
+    or Stage 2 (`refinish`)."""
     todo: list[Input] = []
-    enrich_only: list[tuple[Input, dict]] = []
+    refinish: list[tuple[Input, dict]] = []
     for inp in (i for i in layout.discover() if in_shard(i, shard)):
         report.inputs += 1
         doc = None if force else document.current(layout, inp, settings)
         if doc is None:
             todo.append(inp)
-        elif settings.enrich and _needs_enrichment(doc, settings, retry_failed=False):
-            enrich_only.append((inp, doc))
+        elif needs_refinish(doc, settings):
+            refinish.append((inp, doc))
         else:
             report.skipped.append(inp.rel)
-    return todo, enrich_only
+    return todo, refinish
+
+
+def needs_refinish(doc: dict[str, Any], settings: Settings) -> bool:
+    """A current transcript still lacking speakers (as these settings find them) or Stage 2 features."""
+    if settings.diarize and not speakers.current(doc, settings):
+        return True
+    return settings.enrich and _needs_enrichment(doc, settings, retry_failed=False)
 
 
 @dataclass(frozen=True)
@@ -311,17 +329,19 @@ def run_batch(
     stop = stop or threading.Event()
     layout = prepare_root(settings)
     report = _new_report("transcribe", shard)
-    todo, enrich_only = plan(layout, settings, force, shard, report)
+    todo, refinish = plan(layout, settings, force, shard, report)
     log.info(
         "planned",
         extra={
             "inputs": report.inputs,
             "to_transcribe": len(todo),
-            "to_enrich": len(enrich_only),
+            "to_finish": len(refinish),
             "up_to_date": len(report.skipped),
             "shard": report.shard,
         },
     )
+    if settings.diarize and (todo or refinish):
+        speakers.diarizer(settings)  # a missing diarization model is exit 2 before any work
     if todo:
         engine = engine or Engine.load(settings, workers=strategy.engine_workers)
         processor = Processor(
@@ -333,16 +353,17 @@ def run_batch(
         finally:
             progress.close()
             processor.close()
-    for inp, doc in enrich_only:
+    for inp, doc in refinish:
         if stop.is_set():
             break
-        _enrich_one(layout, settings, inp, doc, report)
+        _refinish_one(layout, settings, inp, doc, report)
     report.save(layout)
     log.info(
         "run finished",
         extra={
             "done": len(report.done),
             "enriched": len(report.enriched),
+            "speakers_added": len(report.speakers_added),
             "skipped": len(report.skipped),
             "failed": len(report.failed),
             "claimed_elsewhere": len(report.claimed_elsewhere),
@@ -351,7 +372,8 @@ def run_batch(
     return report
 
 
-def _enrich_one(layout: Layout, settings: Settings, inp: Input, doc: dict, report: RunReport) -> None:
+def _refinish_one(layout: Layout, settings: Settings, inp: Input, doc: dict, report: RunReport) -> None:
+    """Speakers and/or Stage 2 on a current transcript, without transcribing it again."""
     lease = Lease(layout.leases, inp.stem, settings.lease_ttl)
     if not lease.acquire():
         report.claimed_elsewhere.append(inp.rel)
@@ -360,12 +382,27 @@ def _enrich_one(layout: Layout, settings: Settings, inp: Input, doc: dict, repor
         wav = layout.wav_path(inp.stem)
         if not wav.is_file():  # the normalised WAV was cleaned away: decode once more
             audio.normalize(inp.path, wav)
-        doc = document.finish(doc, audio.WavReader(wav), settings, enrich=True)
+        diarized = settings.diarize and not speakers.current(doc, settings)
+        if diarized:
+            source = inp.path if inp.path.is_file() else None
+            speakers.add(doc, speakers.start(settings, wav, source), settings)
+        # Segments split at speaker changes have no Stage 2 state yet: an enriched transcript stays whole.
+        enrich = settings.enrich or (diarized and "enrichment" in doc["meta"])
+        if enrich:
+            doc = document.finish(doc, audio.WavReader(wav), _with_enrich(settings), enrich=True)
+        else:
+            doc = document.finish(doc, audio.WavReader(wav), settings, enrich=False)
         document.write(layout, inp.stem, doc)
-        report.enriched.append(inp.rel)
+        error = speakers.failed(doc) if diarized else None
+        if error is not None:
+            raise speakers.DiarizationFailed(f"speakers: {error}")
+        if diarized:
+            report.speakers_added.append(inp.rel)
+        if enrich:
+            report.enriched.append(inp.rel)
     except Exception as exc:  # noqa: BLE001 - isolate per file
         report.failed.append({"file": inp.rel, "error": str(exc), "type": type(exc).__name__, "at": _now()})
-        log.error("enrich failed", extra={"file": inp.rel, "error": str(exc)})
+        log.error("finishing failed", extra={"file": inp.rel, "error": str(exc)})
     finally:
         lease.release()
 
@@ -394,7 +431,7 @@ def run_enrich(settings: Settings, *, stop: threading.Event | None = None) -> Ru
         if not _needs_enrichment(doc, settings, retry_failed=True):
             report.skipped.append(inp.rel)
             continue
-        _enrich_one(layout, settings, inp, doc, report)
+        _refinish_one(layout, settings, inp, doc, report)
     report.save(layout)
     return report
 
@@ -425,6 +462,8 @@ def watch(
     strategy = strategy or Strategy()
     layout = prepare_root(settings)
     engine = Engine.load(settings, workers=strategy.engine_workers)
+    if settings.diarize:
+        speakers.diarizer(settings)
     settle = interval if settle is None else settle
     seen: dict[str, tuple[int, int, float]] = {}  # rel -> (size, mtime_ns, unchanged since)
     failed_at: dict[str, tuple[int, int]] = {}  # a failed file is retried only once it changes
@@ -445,8 +484,17 @@ def watch(
                 continue
             if now - prev[2] < settle or failed_at.get(inp.rel) == sig:
                 continue
-            if document.current(layout, inp, settings) is None:
+            doc = document.current(layout, inp, settings)
+            if doc is None:
                 ready.append(inp)
+            elif needs_refinish(doc, settings):
+                failures = len(report.failed)
+                _refinish_one(layout, settings, inp, doc, report)
+                if len(report.failed) > failures:
+                    failed_at[inp.rel] = sig  # retried once the file changes, as a failed transcription
+        if report.enriched or report.speakers_added or report.failed:
+            report.save(layout)
+            report = _new_report("watch", None)
         if ready:
             report.inputs = len(ready)
             processor = Processor(engine, settings, layout, report, decode_workers=strategy.decode_workers)

@@ -72,6 +72,7 @@ def validate(doc: dict[str, Any]) -> None:
     if error is not None:
         raise error
     check_timing(doc)
+    check_speakers(doc)
 
 
 @functools.cache
@@ -99,6 +100,23 @@ def check_timing(doc: dict[str, Any]) -> None:
                 raise TimingError(
                     f"word {w['word']!r} [{w['start']}, {w['end']}] outside segment {seg['id']}"
                 )
+
+
+class SpeakerError(ValueError):
+    """A document's speaker labels disagree with its `speakers` list or its turns leave the audio."""
+
+
+def check_speakers(doc: dict[str, Any]) -> None:
+    duration = float(doc["duration"])
+    for t in doc.get("turns", []):
+        if not (0 <= t["start"] <= t["end"] <= duration + _EPS):
+            raise SpeakerError(f"turn of {t['speaker']} [{t['start']}, {t['end']}] outside [0, {duration}]")
+    known = {s["id"] for s in doc.get("speakers", [])}
+    for seg in doc["segments"]:
+        for item in (seg, *seg["words"]):
+            label = item.get("speaker")
+            if label is not None and label not in known:
+                raise SpeakerError(f"segment {seg['id']}: speaker {label!r} is not among the speakers")
 
 
 def sanitize(segments: list[Segment], duration: float) -> list[Segment]:

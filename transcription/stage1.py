@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import audio, document
+import numpy as np
+
+from . import audio, document, speakers
 from .asr import AsrOptions, AsrResult, Engine
 from .config import Settings
 
@@ -23,17 +25,19 @@ Transcriber = Callable[[audio.WavReader, AsrOptions], AsrResult]
 
 @dataclass(frozen=True)
 class Decoded:
-    """A source decoded to its WAV: audio length, time taken, and the identity of the decoded bytes."""
+    """A source decoded to its WAV: audio length, time taken, the identity of the decoded bytes, and the
+    source itself (a stereo call's channels are read from it)."""
 
     duration: float
     seconds: float
     source: document.SourceIdentity
+    path: Path | None = None
 
 
 def decode(src: Path, wav: Path) -> Decoded:
     t0 = time.perf_counter()
     identity, duration = document.identify_while(src, lambda: audio.normalize(src, wav))
-    return Decoded(duration, time.perf_counter() - t0, identity)
+    return Decoded(duration, time.perf_counter() - t0, identity, src)
 
 
 def transcribe_decoded(
@@ -46,13 +50,23 @@ def transcribe_decoded(
     options: AsrOptions,
     enrich: bool,
     transcriber: Transcriber | None = None,
+    known_speakers: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The finished document for a decoded file."""
+    """The finished document for a decoded file; with `settings.diarize`, speakers are found beside the
+    transcription (named after `known_speakers`' reference clips where they match)."""
     reader = audio.WavReader(wav)
+    diarizing = speakers.start(settings, wav, decoded.path, known_speakers) if settings.diarize else None
     t0 = time.perf_counter()
-    result = (transcriber or engine.transcribe)(reader, options)
+    try:
+        result = (transcriber or engine.transcribe)(reader, options)
+    except BaseException:
+        if diarizing is not None:
+            diarizing.cancel()
+        raise
     timings = {"decode": decoded.seconds, "transcribe": time.perf_counter() - t0}
     doc = document.build(
         result, engine, settings, options, file_label=file_label, source=decoded.source, timings=timings
     )
+    if diarizing is not None:
+        speakers.add(doc, diarizing, settings)
     return document.finish(doc, reader, settings, enrich=enrich)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import audio, document, hardware, pipeline
+from . import audio, document, hardware, pipeline, speakers
 from .config import Settings
 from .document import SourceIdentity
 from .layout import Input
@@ -46,6 +46,7 @@ class _Claim:
     lease: Any
     decode_s: float = 0.0
     source: SourceIdentity | None = None
+    diarizing: Future | None = None  # speakers found on CPU while the GPU transcribes
 
 
 class _Run:
@@ -62,7 +63,10 @@ class _Run:
         """Wait for the decode, then prepare the file's first window (pool thread)."""
         decoded: Decoded = work.decoded.result()
         claim = _Claim(work.inp, work.lease, decoded.seconds, decoded.source)
-        f = self.packer.open(self.p.layout.wav_path(work.inp.stem), self.p.options, claim)
+        wav = self.p.layout.wav_path(work.inp.stem)
+        if self.p.settings.diarize:
+            claim.diarizing = speakers.start(self.p.settings, wav, decoded.path)
+        f = self.packer.open(wav, self.p.options, claim)
         return self.packer.prepare(f, 0)
 
     def fail_claim(self, work: Any, exc: BaseException) -> None:
@@ -81,6 +85,8 @@ class _Run:
 
     def _write_failure(self, f: PackedFile, exc: BaseException) -> None:
         claim: _Claim = f.owner
+        if claim.diarizing is not None:
+            claim.diarizing.cancel()
         try:
             self.p._failed(claim.inp, exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
         finally:
@@ -100,6 +106,8 @@ class _Run:
                 source=claim.source,
                 timings={"decode": claim.decode_s, "prepare": f.prepare_s, "transcribe": transcribe_s},
             )
+            if claim.diarizing is not None:
+                speakers.add(doc, claim.diarizing, self.p.settings)
             doc = document.finish(doc, audio.WavReader(f.wav), self.p.settings, enrich=self.p.settings.enrich)
             document.write(self.p.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
-FORMATS = ("json", "txt", "srt", "vtt")
+FORMATS = ("json", "txt", "srt", "vtt", "rttm")
 TEXT_FORMATS = ("txt", "srt", "vtt")
+"""Written for every document; `rttm` only for documents with speakers."""
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -21,6 +23,22 @@ def _cue_text(seg: dict[str, Any]) -> str:
     # A cue never holds a blank line (it would end the cue) nor the "-->" arrow (it would look like a timing).
     text = " ".join(seg["text"].split())
     return text.replace("-->", "->")
+
+
+def _speaker(seg: dict[str, Any]) -> str | None:
+    label = seg.get("speaker")
+    return " ".join(str(label).split()) if label else None
+
+
+def _prefixed(seg: dict[str, Any]) -> str:
+    """The cue text after its speaker, `SPEAKER_00: text`, as TXT and SRT show it."""
+    speaker = _speaker(seg)
+    return f"{speaker}: {_cue_text(seg)}" if speaker else _cue_text(seg)
+
+
+def _vtt_escape(text: str) -> str:
+    """Cue text as WebVTT reads it: `&` and `<` start markup (a `>` inside a voice tag would end it)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
 
 
 class Writer:
@@ -45,7 +63,7 @@ class TxtWriter(Writer):
     def render(self, doc: dict[str, Any]) -> str:
         lines = []
         for seg in doc["segments"]:
-            line = f"[{_clock(seg['start'], '.')} --> {_clock(seg['end'], '.')}] {_cue_text(seg)}"
+            line = f"[{_clock(seg['start'], '.')} --> {_clock(seg['end'], '.')}] {_prefixed(seg)}"
             rendering = (seg.get("audio_state") or {}).get("rendering")
             if rendering:
                 line += f" {rendering}"
@@ -59,7 +77,7 @@ class SrtWriter(Writer):
     def render(self, doc: dict[str, Any]) -> str:
         cues = []
         for n, seg in enumerate(doc["segments"], start=1):
-            cues.append(f"{n}\n{_clock(seg['start'], ',')} --> {_clock(seg['end'], ',')}\n{_cue_text(seg)}\n")
+            cues.append(f"{n}\n{_clock(seg['start'], ',')} --> {_clock(seg['end'], ',')}\n{_prefixed(seg)}\n")
         return "\n".join(cues)
 
 
@@ -69,11 +87,37 @@ class VttWriter(Writer):
     def render(self, doc: dict[str, Any]) -> str:
         cues = ["WEBVTT\n"]
         for seg in doc["segments"]:
-            cues.append(f"{_clock(seg['start'], '.')} --> {_clock(seg['end'], '.')}\n{_cue_text(seg)}\n")
+            text = _vtt_escape(_cue_text(seg))
+            speaker = _speaker(seg)
+            if speaker:  # the voice span: players show the name and can style each voice
+                text = f"<v {_vtt_escape(speaker).replace('>', '&gt;')}>{text}"
+            cues.append(f"{_clock(seg['start'], '.')} --> {_clock(seg['end'], '.')}\n{text}\n")
         return "\n".join(cues)
 
 
-_WRITERS: dict[str, type[Writer]] = {"json": JsonWriter, "txt": TxtWriter, "srt": SrtWriter, "vtt": VttWriter}
+class RttmWriter(Writer):
+    """NIST RTTM: one SPEAKER line per diarization turn. The file id is the input's name without its
+    folder and extension, whitespace as underscores (RTTM fields are separated by spaces)."""
+
+    extension = "rttm"
+
+    def render(self, doc: dict[str, Any]) -> str:
+        file_id = "_".join(PurePosixPath(str(doc.get("file") or "audio")).stem.split()) or "audio"
+        lines = []
+        for t in doc.get("turns", []):
+            speaker = "_".join(t["speaker"].split())
+            duration = max(0.0, t["end"] - t["start"])
+            lines.append(f"SPEAKER {file_id} 1 {t['start']:.3f} {duration:.3f} <NA> <NA> {speaker} <NA> <NA>")
+        return "\n".join(lines) + ("\n" if lines else "")
+
+
+_WRITERS: dict[str, type[Writer]] = {
+    "json": JsonWriter,
+    "txt": TxtWriter,
+    "srt": SrtWriter,
+    "vtt": VttWriter,
+    "rttm": RttmWriter,
+}
 
 
 def get_writer(fmt: str) -> Writer:

@@ -82,7 +82,7 @@ def enrich_document(doc: dict, audio: np.ndarray | WavReader, settings: Settings
     for seg in segments:
         state = seg["audio_state"]
         span = _speech_span(seg)
-        state["rendering"] = render.render(state, span)
+        state["rendering"] = render.render(state, span, seg.get("speaker"))
     return doc
 
 

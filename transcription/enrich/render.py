@@ -26,7 +26,11 @@ PAUSE_SHARE = 0.25  # pauses taking this share of the speech span make it haltin
 HIGH, LOW = 0.66, 0.33
 
 
-def render(state: dict[str, Any], segment_span_s: float | None = None) -> str | None:
+def render(
+    state: dict[str, Any], segment_span_s: float | None = None, speaker: str | None = None
+) -> str | None:
+    """With a `speaker`, levels are against that speaker's own usual voice, and the words say whose:
+    "[audio: higher pitch, fast for SPEAKER_01]"; without one they are against the whole file."""
     status = state.get("status", {})
     prosody = state.get("prosody") if status.get("prosody") == "ok" else None
     emotion = state.get("emotion") if status.get("emotion") == "ok" else None
@@ -34,19 +38,27 @@ def render(state: dict[str, Any], segment_span_s: float | None = None) -> str | 
         return None
     parts: list[str] = []
     if prosody is not None:
-        parts += _prosody_words(prosody, segment_span_s)
+        levels = _level_words(prosody)
+        if levels and speaker:
+            levels[-1] += f" for {speaker}"
+        parts += levels + _shape_words(prosody, segment_span_s)
     if emotion is not None:
         parts += _emotion_words(emotion)
     return f"[audio: {', '.join(parts)}]" if parts else ""
 
 
-def _prosody_words(prosody: dict[str, Any], span_s: float | None) -> list[str]:
+def _level_words(prosody: dict[str, Any]) -> list[str]:
     words: list[str] = []
-    pitch = prosody.get("pitch") or {}
     for table, key in ((_PITCH, "pitch"), (_RATE, "rate"), (_ENERGY, "energy")):
         level = (prosody.get(key) or {}).get("level")
         if level in table:
             words.append(table[level])
+    return words
+
+
+def _shape_words(prosody: dict[str, Any], span_s: float | None) -> list[str]:
+    words: list[str] = []
+    pitch = prosody.get("pitch") or {}
     slope = pitch.get("slope_st_per_s")
     if slope is not None and slope >= RISING_ST_PER_S:
         words.append("rising pitch")

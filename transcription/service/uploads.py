@@ -27,6 +27,9 @@ from transcription.layout import OWNER_HOST, PROCESS_TOKEN, Lease
 from .errors import ApiError
 
 FIELD_LIMIT = 64 * 1024  # bytes per non-file field
+# A known speaker's reference clip is a data URL of 2-10 s of audio in any format: up to a few MiB.
+REFERENCE_FIELDS = ("known_speaker_references", "known_speaker_references[]")
+REFERENCE_LIMIT = 4 * 1024 * 1024
 FIELDS_MAX = 64
 # After a rejected upload we keep reading (and discarding) a bounded amount, like nginx's lingering close, so
 # that a client that writes its whole body before reading (httpx, the openai client) sees our 413 rather
@@ -123,7 +126,8 @@ class _Receiver:
             self._fh.write(chunk)
         else:
             self._buf += chunk
-            if len(self._buf) > FIELD_LIMIT:
+            limit = REFERENCE_LIMIT if self._name in REFERENCE_FIELDS else FIELD_LIMIT
+            if len(self._buf) > limit:
                 self._fail(ApiError(400, f"form field {self._name!r} is too long", "invalid_request"))
 
     def _part_end(self) -> None:

@@ -1,0 +1,179 @@
+"""Speakers in requests: the `diarize` and speaker-count fields, OpenAI's known-speaker references, and the
+`diarized_json` response."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transcription import audio, speakers
+from transcription.config import MAX_SPEAKERS, ConfigError, Settings, check_speaker_counts
+
+from .errors import ApiError
+from .uploads import Upload
+
+MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API
+REFERENCE_MIN_S, REFERENCE_MAX_S = 2.0, 10.0
+
+
+@dataclass(frozen=True)
+class SpeakerOptions:
+    """What a request asks of diarization; `None` fields fall back to the server's settings."""
+
+    diarize: bool | None = None
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def apply(self, settings: Settings) -> Settings:
+        """The settings this request runs with."""
+        changes = {k: v for k, v in self.to_dict().items() if v is not None}
+        return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def parse(upload: Upload, settings: Settings, response_format: str) -> SpeakerOptions:
+    """`diarize`, `num_speakers`, `min_speakers`, `max_speakers`; `diarized_json` implies `diarize`."""
+    diarize = _bool(upload.get("diarize"), "diarize")
+    if response_format == "diarized_json":
+        if diarize is False:
+            raise ApiError(
+                400, "response_format diarized_json needs diarize", "invalid_value", param="diarize"
+            )
+        diarize = True
+    counts = {
+        name: _count(upload.get(name), name) for name in ("num_speakers", "min_speakers", "max_speakers")
+    }
+    options = SpeakerOptions(diarize, **counts)
+    effective = options.apply(settings)
+    try:
+        check_speaker_counts(effective.num_speakers, effective.min_speakers, effective.max_speakers)
+    except ConfigError as exc:
+        message = str(exc).replace("DIARIZATION_NUM_SPEAKERS", "num_speakers")
+        message = message.replace("DIARIZATION_MIN_SPEAKERS", "min_speakers")
+        message = message.replace("DIARIZATION_MAX_SPEAKERS", "max_speakers")
+        raise ApiError(400, message, "invalid_value", param="num_speakers") from None
+    if not effective.diarize and (any(counts.values()) or _names(upload)):
+        raise ApiError(
+            400,
+            "speaker counts and known speakers need diarize=true (or response_format=diarized_json)",
+            "invalid_value",
+            param="diarize",
+        )
+    return options
+
+
+def known_speakers(upload: Upload, scratch: Path) -> dict[str, np.ndarray]:
+    """OpenAI's `known_speaker_names[]` with `known_speaker_references[]` (data URLs of 2-10 s clips in any
+    format ffmpeg reads), decoded to 16 kHz mono; a clip that cannot be used is a 400 naming it."""
+    names = _names(upload)
+    refs = upload.get_all("known_speaker_references[]") + upload.get_all("known_speaker_references")
+    if not names and not refs:
+        return {}
+    if len(names) != len(refs):
+        raise ApiError(
+            400,
+            f"known_speaker_names[] ({len(names)}) and known_speaker_references[] ({len(refs)}) "
+            "must have the same number of entries",
+            "invalid_value",
+            param="known_speaker_references",
+        )
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        raise ApiError(
+            400, f"at most {MAX_KNOWN_SPEAKERS} known speakers", "invalid_value", param="known_speaker_names"
+        )
+    out: dict[str, np.ndarray] = {}
+    for raw_name, ref in zip(names, refs, strict=True):
+        try:
+            name = speakers.clean_name(raw_name)
+        except ValueError as exc:
+            raise ApiError(400, f"known speaker name {raw_name!r}: {exc}", "invalid_value") from None
+        if name in out:
+            raise ApiError(400, f"known speaker {name!r} is named twice", "invalid_value")
+        out[name] = _decode_reference(name, ref, scratch)
+    return out
+
+
+def diarized_json(doc: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's `diarized_json`: the text, and segments with their speaker."""
+    return {
+        "task": "transcribe",
+        "duration": doc.get("duration", 0.0),
+        "text": doc.get("text", ""),
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{seg['id']}",
+                "start": seg["start"],
+                "end": seg["end"],
+                "text": seg["text"],
+                "speaker": seg.get("speaker") or "unknown",
+            }
+            for seg in doc.get("segments", [])
+        ],
+        "usage": {"type": "duration", "seconds": doc.get("duration", 0.0)},
+    }
+
+
+def _names(upload: Upload) -> list[str]:
+    return upload.get_all("known_speaker_names[]") + upload.get_all("known_speaker_names")
+
+
+def _decode_reference(name: str, data_url: str, scratch: Path) -> np.ndarray:
+    def refused(why: str) -> ApiError:
+        return ApiError(
+            400,
+            f"known speaker reference for {name!r}: {why}",
+            "invalid_speaker_reference",
+            param="known_speaker_references",
+        )
+
+    header, comma, payload = data_url.strip().partition(",")
+    if not comma or not header.lower().startswith("data:") or not header.lower().endswith(";base64"):
+        raise refused("expected a base64 data URL (data:audio/...;base64,...)")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise refused("the data URL is not valid base64") from None
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        src, wav = Path(tmp) / "reference", Path(tmp) / "reference.wav"
+        src.write_bytes(raw)
+        try:
+            duration = audio.normalize(src, wav)
+        except audio.DecodeError:
+            raise refused("the clip is not decodable audio") from None
+        if not REFERENCE_MIN_S <= duration <= REFERENCE_MAX_S + 0.05:
+            raise refused(f"the clip lasts {duration:.1f} s; it must last 2 to 10 seconds")
+        return audio.WavReader(wav).read()
+
+
+def _bool(raw: str | None, name: str) -> bool | None:
+    if raw in (None, ""):
+        return None
+    lowered = raw.strip().lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise ApiError(400, f"{name} must be true or false", "invalid_value", param=name)
+    return lowered in ("true", "1")
+
+
+def _count(raw: str | None, name: str) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_SPEAKERS:
+        raise ApiError(
+            400, f"{name} must be a whole number from 1 to {MAX_SPEAKERS}", "invalid_value", param=name
+        )
+    return value
