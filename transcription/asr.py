@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -136,8 +136,17 @@ class Engine:
             self._batched = BatchedInferencePipeline(self.model)
         return self._batched
 
-    def transcribe(self, audio: np.ndarray | WavReader, options: AsrOptions) -> AsrResult:
-        """Transcribe 16 kHz mono audio (an array, or a WAV read window by window)."""
+    def transcribe(
+        self,
+        audio: np.ndarray | WavReader,
+        options: AsrOptions,
+        on_segment: Callable[[Segment], None] | None = None,
+    ) -> AsrResult:
+        """Transcribe 16 kHz mono audio (an array, or a WAV read window by window).
+
+        `on_segment` hears each segment (in file time, before `sanitize`) as soon as it is decoded, on this
+        thread; an exception it raises stops the transcription there (a streaming client that went away).
+        """
         reader = audio if isinstance(audio, WavReader) else None
         total = reader.frames if reader is not None else int(audio.shape[0])
         duration = total / SAMPLE_RATE
@@ -153,12 +162,17 @@ class Engine:
                 else np.asarray(audio[start:end], dtype=np.float32)
             )
             offset = start / SAMPLE_RATE
-            found, info = self._run(chunk, window_options)
+            decoding, info = self._run(chunk, window_options)
             if probability is None:
                 language, probability = info.language, float(info.language_probability)
                 # Later windows keep the language found in the first, as one file is one conversation.
                 window_options = replace(window_options, language=language)
-            segments.extend(shift_segment(s, offset) for s in found)
+            found = []
+            for seg in decoding:  # faster-whisper decodes lazily: each segment is ready here in turn
+                found.append(seg)
+                segments.append(shift_segment(seg, offset))
+                if on_segment is not None:
+                    on_segment(segments[-1])
             if options.condition_on_previous_text and found:
                 window_options = replace(
                     window_options, initial_prompt=" ".join(s.text for s in found)[-400:]
@@ -167,7 +181,8 @@ class Engine:
         warnings = [] if clean else ["no speech detected"]
         return AsrResult(language, probability, duration, clean, warnings)
 
-    def _run(self, chunk: np.ndarray, o: AsrOptions) -> tuple[list[Segment], object]:
+    def _run(self, chunk: np.ndarray, o: AsrOptions) -> tuple[Iterator[Segment], object]:
+        """The window's segments, decoded as they are iterated, and faster-whisper's info on it."""
         kwargs: dict[str, object] = dict(
             language=o.language,
             beam_size=o.beam_size,
@@ -192,9 +207,10 @@ class Engine:
                     {"start": t, "end": min(t + 30.0, seconds)} for t in np.arange(0.0, seconds, 30.0)
                 ]
         raw, info = pipeline.transcribe(chunk, **kwargs)  # type: ignore[attr-defined]
-        out = from_faster_whisper(raw)
+        out = iter_faster_whisper(raw)
         if batched(o):
-            out = split_segments(out)  # a batched chunk comes back as one segment of up to 30 s
+            # A batched chunk comes back as one segment of up to 30 s; each is cut on its own.
+            out = (piece for seg in out for piece in split_segments([seg]))
         return out, info
 
 
@@ -204,16 +220,17 @@ def batched(options: AsrOptions) -> bool:
 
 
 def from_faster_whisper(raw: Iterable[Any]) -> list[Segment]:
-    """faster-whisper's Segment/Word records (consumed lazily as they decode) as ours."""
-    out = []
+    """faster-whisper's Segment/Word records as ours."""
+    return list(iter_faster_whisper(raw))
+
+
+def iter_faster_whisper(raw: Iterable[Any]) -> Iterator[Segment]:
+    """faster-whisper's records as ours, one at a time as its generator decodes them."""
     for s in raw:
         words = [Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in (s.words or [])]
-        out.append(
-            Segment(
-                0, float(s.start), float(s.end), s.text, float(s.avg_logprob), float(s.no_speech_prob), words
-            )
+        yield Segment(
+            0, float(s.start), float(s.end), s.text, float(s.avg_logprob), float(s.no_speech_prob), words
         )
-    return out
 
 
 # Where a long segment may be cut: after a sentence end, or at a silence between words.

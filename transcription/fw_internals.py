@@ -337,11 +337,13 @@ def decoding_setup(
     temperature: float | None,
     initial_prompt: str | None,
     word_timestamps: bool,
+    task: str = "transcribe",
 ) -> tuple[Any, Any]:
     """Tokenizer and TranscriptionOptions, built as `BatchedInferencePipeline.transcribe` builds them for
-    `asr.Engine`'s arguments (`temperature` None: the default schedule, of which it uses the first)."""
+    `asr.Engine`'s arguments (`temperature` None: the default schedule, of which it uses the first; `task`
+    "translate": the prompt asks for English, as faster-whisper's own `task` argument does)."""
     d = decode_defaults()
-    tok = get("Tokenizer")(model.hf_tokenizer, is_multilingual(model), task="transcribe", language=language)
+    tok = get("Tokenizer")(model.hf_tokenizer, is_multilingual(model), task=task, language=language)
     default_t = d["temperature"]
     if temperature is not None:
         temperatures = [float(temperature)]

@@ -23,6 +23,10 @@ N`) apart from floating-point effects of a different batch composition.
 
 Memory is bounded: features wait in memory only for prepared chunks not yet inferred (at most the feature
 budget plus one window per preparing thread); the audio itself stays on disk.
+
+Priority: a file opened with `priority=True` (a live turn on /v1/realtime, a streamed request) queues its
+chunks apart, and the next batch is formed from them first, topped up with ordinary chunks of the same key;
+so a long batch job queued ahead never delays a live caller by more than the batch that is running.
 """
 
 from __future__ import annotations
@@ -73,9 +77,11 @@ class _Window:
 class PackedFile:
     """One file going through the packer. `owner` is the driver's own record (claim, lease, request)."""
 
-    wav: Path
+    wav: Path | None
     options: AsrOptions
     owner: Any = None
+    samples: np.ndarray | None = None  # in-memory 16 kHz audio instead of `wav` (live turns)
+    priority: bool = False
     frames: int = 0
     duration: float = 0.0
     windows: list[tuple[int, int]] = field(default_factory=list)  # sample ranges, as asr.windows
@@ -172,6 +178,7 @@ class Packer:
         self.budget = Budget(max(FEATURE_BUDGET_FLOOR, 3 * batch_size * self.chunk_bytes))
         self.lock = threading.RLock()
         self.pending: dict[Key, deque[_Chunk]] = {}
+        self.urgent: dict[Key, deque[_Chunk]] = {}  # chunks of priority files, batched first
         self._setups: OrderedDict[Key, tuple[Any, Any]] = OrderedDict()  # recent keys only: prompts vary
         self._on_finished = on_finished
         self._on_failed = on_failed
@@ -187,11 +194,27 @@ class Packer:
         f.frames = reader.frames
         f.duration = reader.frames / audio.SAMPLE_RATE
         f.windows = asr.windows(reader, reader.frames) if reader.frames else []
+        self._fix_language(f, options)
+        return f
+
+    def open_samples(self, samples: np.ndarray, options: AsrOptions, priority: bool = False) -> PackedFile:
+        """A file held in memory (16 kHz float32), e.g. a live turn; `priority` puts it ahead of files."""
+        f = PackedFile(None, replace(options, batch_size=self.batch_size), samples=samples, priority=priority)
+        f.frames = int(samples.shape[0])
+        f.duration = f.frames / audio.SAMPLE_RATE
+        f.windows = asr.windows(samples, f.frames) if f.frames else []
+        self._fix_language(f, options)
+        return f
+
+    def _fix_language(self, f: PackedFile, options: AsrOptions) -> None:
+        """The file's language when the options or the model fix it (else detected from its first window)."""
         if not self.multilingual:
             f.language, f.language_probability = "en", 1.0
         elif options.language is not None:
             f.language, f.language_probability = options.language, 1.0
-        return f
+
+    def has_work(self) -> bool:
+        return bool(self.pending) or bool(self.urgent)
 
     def prepare(self, f: PackedFile, index: int) -> Prepared:
         """What `BatchedInferencePipeline.transcribe` does before the model: VAD, chunks, features."""
@@ -199,7 +222,7 @@ class Packer:
         if not f.windows:
             return Prepared(f, _Window(0, 0.0, [], 0), [], [], None)
         start, end = f.windows[index]
-        samples = audio.WavReader(f.wav).read(start / audio.SAMPLE_RATE, end / audio.SAMPLE_RATE)
+        samples = _window_samples(f, start, end)
         if f.options.vad:
             clips, chunks, metadata = fw.speech_chunks(samples, self.chunk_length)
         else:  # as asr.Engine without VAD: consecutive 30 s pieces, given as clip timestamps
@@ -254,7 +277,8 @@ class Packer:
                 self._window_done(f, w)
                 return
             assert f.language is not None  # known, or detected from the first window
-            queue = self.pending.setdefault((f.language, f.options), deque())
+            queues = self.urgent if f.priority else self.pending
+            queue = queues.setdefault((f.language, f.options), deque())
             for feats, meta in zip(prep.features, prep.metadata, strict=True):
                 queue.append(_Chunk(f, w, feats, meta))
 
@@ -265,8 +289,11 @@ class Packer:
 
         A queue whose oldest chunk has waited `max_wait_s` goes first whatever its size, so a request with
         rare options (its own prompt or language) is not starved by a stream of full batches of others.
+        Priority chunks go before all of these (`_take_urgent`).
         """
         with self.lock:
+            if self.urgent:
+                return self._take_urgent()
             live = [(q[0].queued_at, len(q), key) for key, q in self.pending.items() if q]
             if not live:
                 return None
@@ -288,6 +315,22 @@ class Packer:
             if not queue:
                 del self.pending[key]
             return key, items
+
+    def _take_urgent(self) -> tuple[Key, list[_Chunk]]:
+        """The oldest priority queue's chunks, topped up with ordinary chunks of the same key (they share the
+        batch's options, and the batch costs about the same with them). Called with `lock` held."""
+        key = min(self.urgent, key=lambda k: self.urgent[k][0].queued_at)
+        items: list[_Chunk] = []
+        for queues in (self.urgent, self.pending):
+            queue = queues.get(key)
+            while queue and len(items) < self.batch_size:
+                c = queue.popleft()
+                self.budget.release(self.chunk_bytes)
+                if not c.file.failed:
+                    items.append(c)
+            if queue is not None and not queue:
+                del queues[key]
+        return key, items
 
     def run_next(self) -> bool:
         """Take one batch and run it; False when nothing was queued."""
@@ -323,7 +366,13 @@ class Packer:
         else:
             language, o = key
             self._setups[key] = fw.decoding_setup(
-                self.model, language, o.beam_size, o.temperature, o.initial_prompt, o.word_timestamps
+                self.model,
+                language,
+                o.beam_size,
+                o.temperature,
+                o.initial_prompt,
+                o.word_timestamps,
+                task=o.task,
             )
             if len(self._setups) > _SETUPS_KEPT:
                 self._setups.popitem(last=False)
@@ -400,6 +449,14 @@ class Packer:
         )
 
 
+def _window_samples(f: PackedFile, start: int, end: int) -> np.ndarray:
+    """One window's samples: from memory for an in-memory file, else read from its normalised WAV."""
+    if f.samples is not None:
+        return np.asarray(f.samples[start:end], dtype=np.float32)
+    assert f.wav is not None
+    return audio.WavReader(f.wav).read(start / audio.SAMPLE_RATE, end / audio.SAMPLE_RATE)
+
+
 # ---------------------------------------------------------------- the service's driver
 
 
@@ -425,10 +482,21 @@ class SharedPacker:
         self._thread = threading.Thread(target=self._model_loop, name="packed-model", daemon=True)
         self._thread.start()
 
-    def transcribe(self, reader: audio.WavReader, options: AsrOptions) -> AsrResult:
-        """Transcribe one normalised WAV; blocks the calling thread until its last batch is done."""
+    def transcribe(self, reader: audio.WavReader, options: AsrOptions, priority: bool = False) -> AsrResult:
+        """Transcribe one normalised WAV; blocks the calling thread until its last batch is done.
+        `priority`: its chunks go into the next batches ahead of other files' (a streamed request)."""
+        f = self.packer.open(reader.path, options)
+        f.priority = priority
+        return self._transcribe(f)
+
+    def transcribe_samples(
+        self, samples: np.ndarray, options: AsrOptions, priority: bool = True
+    ) -> AsrResult:
+        """Transcribe 16 kHz float32 audio held in memory (a live turn), ahead of files by default."""
+        return self._transcribe(self.packer.open_samples(samples, options, priority))
+
+    def _transcribe(self, f: PackedFile) -> AsrResult:
         packer = self.packer
-        f = packer.open(reader.path, options)
         if not f.windows:
             return packer.result(f)
         with self._wake:
@@ -466,7 +534,7 @@ class SharedPacker:
         try:
             while True:
                 with self._wake:
-                    while not self._closed and not self.packer.pending:
+                    while not self._closed and not self.packer.has_work():
                         self._wake.wait()
                     if self._closed:
                         return

@@ -25,7 +25,7 @@ from transcription import hardware
 from transcription.config import Settings
 from transcription.layout import Layout
 
-from . import routes, work
+from . import realtime, routes, work
 from .errors import ApiError
 from .headers import SecurityHeaders
 from .jobs import JobStore
@@ -123,6 +123,7 @@ def create_app(
     app.router.routes.extend(routes.probes.routes)
     app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
     app.include_router(routes.v1)
+    app.include_router(realtime.router)  # /v1/realtime (WebSocket), with its own key check
     return app
 
 
@@ -136,6 +137,10 @@ async def _load(svc: Service) -> None:
     try:
         workers = hardware.service_engine_workers(svc.settings)
         engine = await asyncio.to_thread(Engine.load, svc.settings, workers)
+        if svc.settings.diarize:  # speakers by default: their model is ready before /readyz says so
+            from transcription import speakers
+
+            await asyncio.to_thread(speakers.diarizer, svc.settings)
     except Exception as exc:  # noqa: BLE001 - any load failure is fatal and reported as such
         svc.load_error = f"{type(exc).__name__}: {exc}"
         log.error("model %s failed to load: %s", svc.settings.model, svc.load_error)

@@ -12,9 +12,10 @@ from transcription import writers
 from transcription.config import LANGUAGE_NAMES  # verbose_json reports the language by name, as OpenAI
 
 from .errors import ApiError
+from .speaker_options import diarized_json
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "slower_whisper_json")
-RESULT_FORMATS = ("json", "txt", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json", "slower_whisper_json")
+RESULT_FORMATS = ("json", "txt", "srt", "vtt", "rttm", "verbose_json", "diarized_json")
 
 
 def language_name(code: str | None) -> str:
@@ -29,10 +30,13 @@ def _compression_ratio(text: str) -> float:
 
 
 def verbose_json(doc: dict[str, Any], granularities: list[str]) -> dict[str, Any]:
-    """OpenAI's verbose_json: segments unless only words were asked for, words when asked for."""
+    """OpenAI's verbose_json: segments unless only words were asked for, words when asked for. A translation
+    reports its task and, as OpenAI's, the language of its text (English); the document keeps the spoken
+    one."""
+    task = (doc.get("meta") or {}).get("task") or "transcribe"
     out: dict[str, Any] = {
-        "task": "transcribe",
-        "language": language_name(doc.get("language")),
+        "task": task,
+        "language": language_name("en" if task == "translate" else doc.get("language")),
         "duration": doc.get("duration", 0.0),
         "text": doc.get("text", ""),
     }
@@ -71,6 +75,8 @@ def transcription_response(doc: dict[str, Any], response_format: str, granularit
         return JSONResponse(verbose_json(doc, granularities))
     if response_format == "slower_whisper_json":
         return JSONResponse(doc)
+    if response_format == "diarized_json":
+        return JSONResponse(diarized_json(doc))
     if response_format == "text":
         # OpenAI's `text` is the bare transcript; the timestamped TXT file is the jobs API's `format=txt`.
         return PlainTextResponse(doc.get("text", "") + "\n")
@@ -90,6 +96,12 @@ def result_response(doc: dict[str, Any], fmt: str) -> Response:
         return JSONResponse(verbose_json(doc, ["segment", "word"]))
     if fmt == "txt":
         return PlainTextResponse(writers.render(doc, "txt"))
+    if fmt in ("diarized_json", "rttm") and "speakers" not in doc:
+        raise ApiError(400, "this job ran without diarize: it has no speakers", "no_speakers", param="format")
+    if fmt == "diarized_json":
+        return JSONResponse(diarized_json(doc))
+    if fmt == "rttm":
+        return PlainTextResponse(writers.render(doc, "rttm"))
     if fmt in ("srt", "vtt"):
         return transcription_response(doc, fmt, [])
     raise ApiError(

@@ -70,6 +70,53 @@ class Metrics:
             registry=r,
         )
 
+        self._add_realtime()
+
+    def _add_realtime(self) -> None:
+        """Live sessions on /v1/realtime."""
+        r = self.registry
+        self.realtime_sessions = Gauge(
+            "slower_whisper_realtime_sessions", "Live transcription sessions open", registry=r
+        )
+        self.realtime_session_ends = Counter(
+            "slower_whisper_realtime_sessions_ended",
+            "Live sessions ended, by reason (disconnected, session_idle_timeout, session_expired, ...)",
+            ["reason"],
+            registry=r,
+        )
+        self.realtime_refused = Counter(
+            "slower_whisper_realtime_sessions_refused",
+            "Live session requests refused before the session started, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.realtime_turns = Counter(
+            "slower_whisper_realtime_turns", "Live turns transcribed (completed events)", registry=r
+        )
+        self.realtime_turn_seconds = Histogram(
+            "slower_whisper_realtime_turn_completion_seconds",
+            "From a live turn's commit to its completed event",
+            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
+            registry=r,
+        )
+        self.realtime_partials = Counter(
+            "slower_whisper_realtime_partials", "Partial-text deltas sent while people spoke", registry=r
+        )
+        self.realtime_partial_revisions = Counter(
+            "slower_whisper_realtime_partial_revisions",
+            "Live turns whose final text changed words already shown as partial text",
+            registry=r,
+        )
+        self.realtime_errors = Counter(
+            "slower_whisper_realtime_errors",
+            "Error events sent on live sessions, by code",
+            ["code"],
+            registry=r,
+        )
+        self.realtime_audio_seconds = Counter(
+            "slower_whisper_realtime_audio_seconds", "Seconds of live audio received", registry=r
+        )
+
     def observe_batch(self, chunks: int, requests: int) -> None:
         self.batch_chunks.observe(chunks)
         self.batch_requests.observe(requests)

@@ -24,6 +24,7 @@ from .uploads import Upload
 
 OPENAI_MODEL_ALIAS = "whisper-1"
 GRANULARITIES = ("word", "segment")
+STREAM_FORMATS = ("json", "text")  # the response formats stream=true applies to
 
 
 @dataclass
@@ -92,6 +93,41 @@ def check_language(language: str | None, multilingual: bool, model: str) -> None
             "unsupported_language",
             param="language",
         )
+
+
+def check_task(task: str, multilingual: bool, model: str) -> None:
+    """Translation needs a multilingual model: an English-only one has no translate task."""
+    if task == "translate" and not multilingual:
+        raise ApiError(
+            400,
+            f"model '{model}' is English-only and cannot translate; this server needs a multilingual "
+            "model (base, small, large-v3, ...) for /v1/audio/translations",
+            "unsupported_task",
+            param="model",
+        )
+
+
+def stream(upload: Upload, response_format: str) -> bool:
+    """The `stream` field: Server-Sent Events of the text as it is decoded, for the text formats only
+    (json, text), as OpenAI streams them; the timed and whole-document formats need the whole file."""
+    raw = upload.get("stream")
+    if raw in (None, ""):
+        return False
+    lowered = raw.strip().lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise ApiError(400, "stream must be true or false", "invalid_value", param="stream")
+    if lowered in ("false", "0"):
+        return False
+    if response_format not in STREAM_FORMATS:
+        raise ApiError(
+            400,
+            "stream=true sends the text as it is decoded and is available with response_format "
+            f"{' or '.join(STREAM_FORMATS)}; {response_format!r} needs the whole file: send it without "
+            "stream",
+            "unsupported_value",
+            param="stream",
+        )
+    return True
 
 
 def _language(raw: str | None) -> str | None:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import formats, params, work
+from . import formats, params, speaker_options, streaming, work
 from .errors import ApiError
 from .jobs import JobStore, new_id, valid_id
 from .scheduler import ShuttingDown, Ticket
@@ -90,41 +90,72 @@ def _model_card(svc: Service, name: str) -> dict[str, Any]:
 
 @v1.post("/audio/transcriptions")
 async def create_transcription(request: Request, svc: ServiceDep) -> Response:
+    return await _audio(request, svc, "transcribe")
+
+
+@v1.post("/audio/translations")
+async def create_translation(request: Request, svc: ServiceDep) -> Response:
+    """OpenAI's translations: the speech as English text. The endpoint names the task, whatever the
+    server's WHISPER_TASK (which only sets the jobs' and the CLI's default)."""
+    return await _audio(request, svc, "translate")
+
+
+async def _audio(request: Request, svc: Service, task: str) -> Response:
     work.require_ready(svc)
     # A full queue is refused before the body is read; a place is taken only once it has arrived, so
     # clients that send slowly (or not at all) never hold places that others could use.
     work.check_room(svc)
     tmp = svc.uploads / uuid.uuid4().hex
     ticket: Ticket | None = None
-    try:
-        tmp.mkdir(parents=True)
-        upload = await _receive(request, svc, tmp / "input")
-        opts = params.parse_options(svc.settings, upload)
-        params.check_language(opts.language, svc.multilingual, svc.settings.model)
-        response_format = params.response_format(upload)
-        granularities = params.granularities(upload)
-        opts.word_timestamps = "word" in granularities
-        label = upload.filename or "upload"
-        ticket = work.admit(svc)
 
-        def run() -> dict[str, Any]:
-            try:
-                return work.transcribe(svc, tmp / "input", tmp / "audio.wav", label, opts.to_dict())
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-        try:
-            doc = await work.unless_disconnected(request, svc.scheduler.run(ticket, run))
-        except ShuttingDown:
-            raise work.shutting_down() from None
-        return formats.transcription_response(doc, response_format, granularities)
-    finally:
+    def cleanup() -> None:
         if ticket is not None:
             svc.scheduler.release(ticket)
             svc.runner.worker_freed()
         # A started worker removes `tmp` when it ends (it may outlive a client that left); else it goes here.
         if ticket is None or not ticket.started:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    streaming_owns_cleanup = False
+    try:
+        tmp.mkdir(parents=True)
+        upload = await _receive(request, svc, tmp / "input")
+        opts = params.parse_options(svc.settings, upload)
+        params.check_language(opts.language, svc.multilingual, svc.settings.model)
+        params.check_task(task, svc.multilingual, svc.settings.model)
+        response_format = params.response_format(upload)
+        # OpenAI's translations take no timestamp granularities: their verbose_json has segments only.
+        granularities = params.granularities(upload) if task == "transcribe" else []
+        opts.word_timestamps = "word" in granularities
+        stream = params.stream(upload, response_format)
+        speaker_opts = speaker_options.parse(upload, svc.settings, response_format)
+        # Reference clips are decoded before a worker is taken: a bad one is a 400 that costs no place.
+        known = await asyncio.to_thread(speaker_options.known_speakers, upload, tmp)
+        label = upload.filename or "upload"
+        # The endpoint's task, not the server's WHISPER_TASK (jobs, whose options hold none, follow that).
+        options = {**opts.to_dict(), "task": task, **speaker_opts.to_dict()}
+        ticket = work.admit(svc)
+
+        def run(**hooks: Any) -> dict[str, Any]:
+            try:
+                return work.transcribe(
+                    svc, tmp / "input", tmp / "audio.wav", label, options, known_speakers=known, **hooks
+                )
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        if stream:
+            response = await streaming.respond(request, svc, ticket, run, cleanup)
+            streaming_owns_cleanup = True
+            return response
+        try:
+            doc = await work.unless_disconnected(request, svc.scheduler.run(ticket, run))
+        except ShuttingDown:
+            raise work.shutting_down() from None
+        return formats.transcription_response(doc, response_format, granularities)
+    finally:
+        if not streaming_owns_cleanup:
+            cleanup()
 
 
 async def _receive(request: Request, svc: Service, dest: Path) -> Upload:
@@ -148,12 +179,21 @@ async def create_job(request: Request, svc: ServiceDep) -> JSONResponse:
         opts = params.parse_options(svc.settings, upload)
         params.check_language(opts.language, svc.multilingual, svc.settings.model)
         opts.word_timestamps = "word" in params.granularities(upload) or svc.settings.word_timestamps
+        speaker_opts = speaker_options.parse(upload, svc.settings, "json")
+        if speaker_options.has_references(upload):
+            raise ApiError(
+                400,
+                "known speaker references are taken by /v1/audio/transcriptions, not by jobs",
+                "invalid_value",
+                param="known_speaker_references",
+            )
         callback = params.callback_url(upload, svc.settings)
         # The place is taken once the upload is complete (see create_transcription): checked again now.
         work.check_room(svc)
         svc.runner.reserve()
         try:
-            record = svc.store.new_record(job_id, upload.filename or "upload", opts.to_dict(), callback)
+            options = {**opts.to_dict(), **speaker_opts.to_dict()}
+            record = svc.store.new_record(job_id, upload.filename or "upload", options, callback)
             # From here the job is on the shared disk: this replica or any other may run it.
             await asyncio.to_thread(svc.store.publish, staging, record)
             accepted = True

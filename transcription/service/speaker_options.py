@@ -35,6 +35,11 @@ class SpeakerOptions:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, opts: dict[str, Any]) -> SpeakerOptions:
+        """From a request's options (a job record keeps them as a dict)."""
+        return cls(**{f.name: opts.get(f.name) for f in dataclasses.fields(cls)})
+
     def apply(self, settings: Settings) -> Settings:
         """The settings this request runs with."""
         changes = {k: v for k, v in self.to_dict().items() if v is not None}
@@ -76,7 +81,7 @@ def known_speakers(upload: Upload, scratch: Path) -> dict[str, np.ndarray]:
     """OpenAI's `known_speaker_names[]` with `known_speaker_references[]` (data URLs of 2-10 s clips in any
     format ffmpeg reads), decoded to 16 kHz mono; a clip that cannot be used is a 400 naming it."""
     names = _names(upload)
-    refs = upload.get_all("known_speaker_references[]") + upload.get_all("known_speaker_references")
+    refs = _references(upload)
     if not names and not refs:
         return {}
     if len(names) != len(refs):
@@ -122,6 +127,14 @@ def diarized_json(doc: dict[str, Any]) -> dict[str, Any]:
         ],
         "usage": {"type": "duration", "seconds": doc.get("duration", 0.0)},
     }
+
+
+def has_references(upload: Upload) -> bool:
+    return bool(_names(upload) or _references(upload))
+
+
+def _references(upload: Upload) -> list[str]:
+    return upload.get_all("known_speaker_references[]") + upload.get_all("known_speaker_references")
 
 
 def _names(upload: Upload) -> list[str]:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # both load faster-whisper; the service imports them only onc
     from transcription.asr import Engine
     from transcription.packing import SharedPacker
 
+    from .realtime import LiveHub
+
 GRACE_S = 25.0  # SIGTERM to exit, all work included (Kubernetes waits 30 s by default before SIGKILL)
 
 
@@ -49,6 +51,7 @@ class Service:
     work_seconds: float = 5.0  # moving average of one transcription's run time, for Retry-After
     exit_code: int = 0
     loop: asyncio.AbstractEventLoop | None = None
+    realtime: LiveHub | None = None  # live sessions on /v1/realtime (realtime.py), made on first use
 
     @property
     def uploads(self) -> Path:

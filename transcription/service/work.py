@@ -7,34 +7,65 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 from starlette.requests import ClientDisconnect, Request
 
 from .errors import ApiError
 from .scheduler import QueueFull, ShuttingDown, Ticket
 from .state import Service
 
+if TYPE_CHECKING:
+    from transcription.asr import AsrOptions, AsrResult
+    from transcription.audio import WavReader
+    from transcription.schema import Segment
+    from transcription.stage1 import Transcriber
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def transcribe(svc: Service, src: Path, wav: Path, label: str, opts: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a worker thread: one upload's Stage 1 (and Stage 2 when asked) into a finished document."""
-    from transcription import stage1
+class Abandoned(Exception):
+    """Raised by a streamed request's segment hook once its client has gone: the transcription stops there."""
+
+
+def transcribe(
+    svc: Service,
+    src: Path,
+    wav: Path,
+    label: str,
+    opts: dict[str, Any],
+    *,
+    on_decoded: Callable[[], None] | None = None,
+    on_segment: Callable[[Segment], None] | None = None,
+    known_speakers: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Runs in a worker thread: one upload's Stage 1 (and Stage 2 when asked) into a finished document.
+
+    A streamed request hears when the upload has been decoded (`on_decoded`) and each segment as it is
+    decoded (`on_segment`); the document is the same either way. With speakers asked for (`opts`' speaker
+    fields, or the server's ENABLE_DIARIZATION), `known_speakers` name them from reference clips."""
+    from transcription import speakers, stage1
     from transcription.asr import AsrOptions
 
-    settings = svc.settings
-    if opts.get("word_timestamps") and not settings.word_timestamps:
+    from .speaker_options import SpeakerOptions
+
+    settings = SpeakerOptions.from_dict(opts).apply(svc.settings)
+    # Speakers split segments by word times.
+    if (opts.get("word_timestamps") or settings.diarize) and not settings.word_timestamps:
         settings = dataclasses.replace(settings, word_timestamps=True)
     start = time.perf_counter()
     try:
+        decoded = stage1.decode(src, wav)
+        if on_decoded is not None:
+            on_decoded()
         doc = stage1.transcribe_decoded(
             svc.engine,
             settings,
-            stage1.decode(src, wav),
+            decoded,
             wav,
             file_label=label,
             options=AsrOptions.from_settings(
@@ -42,10 +73,17 @@ def transcribe(svc: Service, src: Path, wav: Path, label: str, opts: dict[str, A
                 language=opts.get("language"),
                 initial_prompt=opts.get("prompt"),
                 temperature=opts.get("temperature"),
+                task=opts.get("task"),
             ),
             enrich=settings.enrich if opts.get("enrich") is None else bool(opts["enrich"]),
-            transcriber=svc.packer.transcribe if svc.packer is not None else None,
+            transcriber=_transcriber(svc, on_segment),
+            known_speakers=known_speakers,
         )
+        if settings.diarize and (error := speakers.failed(doc)) is not None:
+            raise speakers.DiarizationFailed(f"speakers could not be found: {error}")
+    except Abandoned:
+        svc.metrics.transcriptions.labels("abandoned").inc()
+        raise
     except BaseException:
         svc.metrics.transcriptions.labels("failed").inc()
         raise
@@ -54,6 +92,30 @@ def transcribe(svc: Service, src: Path, wav: Path, label: str, opts: dict[str, A
     svc.metrics.transcriptions.labels("ok").inc()
     svc.metrics.audio_seconds.inc(float(doc.get("duration") or 0.0))
     return doc
+
+
+def _transcriber(svc: Service, on_segment: Callable[[Segment], None] | None) -> Transcriber | None:
+    """The engine's per-file path (None: stage1's default), or the shared packer in throughput mode, with
+    `on_segment` told of every segment."""
+    if svc.packer is not None:
+        packer = svc.packer
+        if on_segment is None:
+            return packer.transcribe
+
+        def packed(reader: WavReader, options: AsrOptions) -> AsrResult:
+            # A streamed request's chunks go ahead of other files' (someone is watching the text come). The
+            # packer hands a file's segments back when its last chunk is done: they are told then.
+            result = packer.transcribe(reader, options, priority=True)
+            for seg in result.segments:
+                on_segment(seg)
+            return result
+
+        return packed
+    if on_segment is None:
+        return None
+    engine = svc.engine
+    assert engine is not None
+    return lambda reader, options: engine.transcribe(reader, options, on_segment=on_segment)
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
@@ -125,7 +187,7 @@ def check_room(svc: Service) -> None:
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await `work`, giving up (and cancelling it) if the client goes away first."""
     task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(disconnected(request))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
@@ -144,7 +206,7 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         raise api_error(exc) from exc
 
 
-async def _disconnected(request: Request) -> None:
+async def disconnected(request: Request) -> None:
     # The body has been read, so the next ASGI message for this request can only be the disconnect.
     while True:
         message = await request.receive()

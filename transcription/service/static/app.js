@@ -1,10 +1,14 @@
-// The upload page: send a recording to /v1/audio/transcriptions, then show the enriched transcript and a
-// plot of pitch and energy per segment. Plain browser JavaScript, no build step and no external assets.
+// The upload page: send a recording to /v1/audio/transcriptions (or open a saved transcript), then show
+// the enriched transcript, who spoke each line, and a plot of pitch and energy per segment. Plain browser
+// JavaScript, no build step and no external assets. Live mode is live.js.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const PITCH = "#1f77b4";
 const ENERGY = "#d62728";
+// Speaker colours, distinct and readable on white, in order of the document's speakers.
+const SPEAKER_COLOURS = ["#1b6ca8", "#c0392b", "#2e8b57", "#8e44ad", "#d35400", "#16a085", "#7f6000", "#c2185b"];
+const speakerNames = new Map(); // speaker id -> the name the user gave it (this page only)
 
 $("apikey").value = localStorage.getItem("slower-whisper-key") || "";
 
@@ -44,6 +48,20 @@ $("upload").addEventListener("submit", async (event) => {
   }
 });
 
+// A transcript saved earlier (whisper_json/<stem>.json, a job's result): shown as if just transcribed.
+$("open-doc").addEventListener("change", async () => {
+  const file = $("open-doc").files[0];
+  if (!file) return;
+  try {
+    const doc = JSON.parse(await file.text());
+    if (!doc || !Array.isArray(doc.segments)) throw new Error("not a transcript: it has no segments");
+    show(doc);
+    setStatus(`Opened ${file.name}: ${doc.segments.length} segments.`);
+  } catch (err) {
+    setStatus(`Could not open ${file.name}: ${err.message}`, true);
+  }
+});
+
 function setStatus(text, error = false) {
   $("status").textContent = text;
   $("status").className = error ? "error" : "";
@@ -60,7 +78,12 @@ function fmt(value, digits = 0) {
 
 function show(doc) {
   $("result").hidden = false;
-  $("summary").textContent = `${doc.file} · ${doc.language || "?"} · ${doc.duration.toFixed(1)} s · ${doc.text}`;
+  const duration = Number(doc.duration) || 0;
+  $("summary").textContent = `${doc.file || "transcript"} · ${doc.language || "?"} · ${duration.toFixed(1)} s · ${doc.text || ""}`;
+  speakerNames.clear(); // names given belong to the document they were given in
+  const speakers = speakerList(doc);
+  $("segments").classList.toggle("no-speakers", speakers.length === 0);
+  showSpeakers(speakers);
   const body = $("segments").tBodies[0];
   body.replaceChildren();
   for (const seg of doc.segments) {
@@ -71,7 +94,8 @@ function show(doc) {
     row.dataset.segment = seg.id;
     const cells = [
       [`${fmtTime(seg.start)}–${fmtTime(seg.end)}`, "num"],
-      [seg.text.trim(), ""],
+      [seg.speaker ? speakerName(seg.speaker) : "", "speaker-col speaker"],
+      [String(seg.text || "").trim(), ""],
       [state.rendering || "", "how"],
       [fmt(prosody.pitch && prosody.pitch.mean_hz), "num pitch"],
       [fmt(prosody.energy && prosody.energy.rms_db, 1), "num energy"],
@@ -83,8 +107,73 @@ function show(doc) {
       cell.textContent = text;
       cell.className = cls;
     }
+    if (seg.speaker) {
+      const cell = row.cells[1];
+      cell.dataset.speaker = seg.speaker;
+      cell.style.color = speakerColour(speakers, seg.speaker);
+      row.dataset.speaker = seg.speaker;
+    }
   }
   plot(doc);
+}
+
+// ---------------------------------------------------------------- speakers
+
+// The document's speakers (`speakers: [{id, total_s}]`), else those its segments name, in order of appearance.
+function speakerList(doc) {
+  const listed = Array.isArray(doc.speakers) ? doc.speakers.filter((s) => s && s.id) : [];
+  const seen = new Set(listed.map((s) => s.id));
+  for (const seg of doc.segments) {
+    if (seg.speaker && !seen.has(seg.speaker)) {
+      seen.add(seg.speaker);
+      listed.push({ id: seg.speaker, total_s: null });
+    }
+  }
+  return listed;
+}
+
+function speakerName(id) {
+  return speakerNames.get(id) || id;
+}
+
+function speakerColour(speakers, id) {
+  const i = speakers.findIndex((s) => s.id === id);
+  return SPEAKER_COLOURS[(i < 0 ? 0 : i) % SPEAKER_COLOURS.length];
+}
+
+// One line per speaker: its colour, a box to rename it (every line of that speaker follows), its time.
+function showSpeakers(speakers) {
+  const box = $("speakers");
+  box.replaceChildren();
+  box.hidden = speakers.length === 0;
+  for (const s of speakers) {
+    const item = document.createElement("label");
+    item.className = "speaker-item";
+    const swatch = document.createElement("i");
+    swatch.className = "swatch";
+    swatch.style.background = speakerColour(speakers, s.id);
+    const name = document.createElement("input");
+    name.type = "text";
+    name.className = "speaker-name";
+    name.dataset.speaker = s.id;
+    name.value = speakerName(s.id);
+    name.setAttribute("aria-label", `name for ${s.id}`);
+    name.addEventListener("input", () => renameSpeaker(s.id, name.value));
+    const time = document.createElement("span");
+    time.className = "speaker-time";
+    time.textContent = s.total_s === null || s.total_s === undefined ? "" : `${Number(s.total_s).toFixed(1)} s`;
+    item.append(swatch, name, time);
+    box.append(item);
+  }
+}
+
+function renameSpeaker(id, name) {
+  const clean = name.trim();
+  if (clean) speakerNames.set(id, clean);
+  else speakerNames.delete(id);
+  for (const cell of document.querySelectorAll("#segments td.speaker")) {
+    if (cell.dataset.speaker === id) cell.textContent = speakerName(id);
+  }
 }
 
 // Pitch (left axis, Hz) and energy (right axis, dB) at each segment's midpoint, over the recording's time.
@@ -105,14 +194,15 @@ function plot(doc) {
     { key: "pitch", color: PITCH, label: "pitch (Hz)", axis: "left", dash: [] },
     { key: "energy", color: ENERGY, label: "energy (dB)", axis: "right", dash: [6, 4] },
   ];
-  const x = (t) => pad.l + (t / Math.max(doc.duration, 1e-6)) * (W - pad.l - pad.r);
+  const duration = Number(doc.duration) || Math.max(0, ...doc.segments.map((s) => Number(s.end) || 0));
+  const x = (t) => pad.l + (t / Math.max(duration, 1e-6)) * (W - pad.l - pad.r);
   ctx.strokeStyle = "#999";
   ctx.strokeRect(pad.l, pad.t, W - pad.l - pad.r, H - pad.t - pad.b);
   ctx.fillStyle = "#333";
   ctx.font = "12px sans-serif";
   ctx.textAlign = "center";
   for (let i = 0; i <= 5; i++) {
-    const t = (doc.duration * i) / 5;
+    const t = (duration * i) / 5;
     ctx.fillText(`${t.toFixed(1)} s`, x(t), H - 10);
   }
   let drawn = 0;

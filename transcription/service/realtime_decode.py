@@ -1,0 +1,181 @@
+"""Live decodes: their own threads and queue, apart from the file queue, with finals ahead of partials.
+
+Files and jobs wait in the service's scheduler; live sessions never do. Their decodes run here on the
+shared engine (in throughput mode through the shared packer, ahead of files: packing.py), on as many
+threads as the engine has workers. A turn's final decode goes before any waiting partial, and partials
+never hold every thread, so a final waits for at most one running decode. On CPU without packing the
+engine's workers are shared with file transcriptions: a live decode then waits at most for one model call
+of a file (one 30 s window), never for the file queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from transcription.asr import AsrOptions, AsrResult
+from transcription.config import Settings
+
+from .realtime_protocol import SessionConfig
+
+if TYPE_CHECKING:
+    from transcription.asr import Engine
+    from transcription.packing import SharedPacker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FINAL, PARTIAL = 0, 1
+
+
+@dataclass
+class TurnResult:
+    text: str
+    language: str | None
+    duration: float
+    audio_state: dict[str, Any] | None = None  # Stage 2 prosody, when the session asked for it
+    segment: dict[str, Any] | None = None  # the turn as one document segment (for the session's levels)
+
+
+class LiveDecoder:
+    def __init__(self, engine: Engine, packer: SharedPacker | None, settings: Settings, threads: int) -> None:
+        self.engine = engine
+        self.packer = packer
+        self.settings = settings
+        self.threads = max(1, threads)
+        self.partial_limit = max(1, self.threads - 1)
+        self._heap: list[tuple[int, int, Future[Any], Callable[[], Any]]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._partials_running = 0
+        self._closed = False
+        self._workers = [
+            threading.Thread(target=self._work, name=f"live-{i}", daemon=True) for i in range(self.threads)
+        ]
+        for w in self._workers:
+            w.start()
+
+    # ---------------------------------------------------------------- what a session asks for
+
+    def final(self, audio: np.ndarray, config: SessionConfig) -> Future[TurnResult]:
+        """A turn's text from a full decode with the service's options; prosody too when asked."""
+        return self._submit(FINAL, lambda: self._final(audio, config))
+
+    def partial(self, audio: np.ndarray, config: SessionConfig) -> Future[str]:
+        """A quicker decode of a turn so far."""
+        return self._submit(PARTIAL, lambda: text_of(self._transcribe(audio, self._partial_options(config))))
+
+    def _final(self, audio: np.ndarray, config: SessionConfig) -> TurnResult:
+        result = self._transcribe(audio, self._final_options(config))
+        turn = TurnResult(text_of(result), result.language, result.duration)
+        if config.enrich:
+            turn.segment = _turn_segment(result)
+            turn.audio_state = self._prosody(turn.segment, audio, result.language)
+        return turn
+
+    def _final_options(self, config: SessionConfig) -> AsrOptions:
+        # As for an upload, but never the batched pipeline (a turn is one window: batching one chunk only
+        # changes its numerics); and the endpoint names the task, as /v1/audio/transcriptions does.
+        options = AsrOptions.from_settings(
+            self.settings, language=config.language, initial_prompt=config.prompt, task="transcribe"
+        )
+        return dataclasses.replace(options, batch_size=None)
+
+    def _partial_options(self, config: SessionConfig) -> AsrOptions:
+        # The final's options (so partials agree with the final text as often as they can), less what only
+        # costs time here: word alignment and the temperature fallback's retries.
+        return dataclasses.replace(
+            self._final_options(config),
+            temperature=0.0,
+            word_timestamps=False,
+            hallucination_silence_threshold=None,
+        )
+
+    def _transcribe(self, audio: np.ndarray, options: AsrOptions) -> AsrResult:
+        if self.packer is not None:
+            return self.packer.transcribe_samples(audio, options, priority=True)
+        return self.engine.transcribe(audio, options)
+
+    def _prosody(self, segment: dict[str, Any], audio: np.ndarray, language: str | None) -> dict[str, Any]:
+        from transcription.enrich import enrich_or_mark_failed
+
+        # Prosody only: emotion would cost a second model's inference on every turn.
+        settings = dataclasses.replace(self.settings, prosody=True, emotion=False)
+        doc = {"segments": [segment], "language": language, "meta": {}}
+        enrich_or_mark_failed(doc, audio, settings)
+        return segment["audio_state"]
+
+    # ---------------------------------------------------------------- the threads
+
+    def _submit(self, priority: int, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                future.set_exception(RuntimeError("the server is shutting down"))
+                return future
+            heapq.heappush(self._heap, (priority, next(self._seq), future, fn))
+            self._cond.notify()
+        return future
+
+    def _next(self) -> tuple[int, Future[Any], Callable[[], Any]] | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._heap and (self._heap[0][0] == FINAL or self._partials_running < self.partial_limit):
+                    priority, _, future, fn = heapq.heappop(self._heap)
+                    if not future.set_running_or_notify_cancel():
+                        continue  # cancelled while waiting (a resumed turn, a gone session)
+                    if priority == PARTIAL:
+                        self._partials_running += 1
+                    return priority, future, fn
+                self._cond.wait()
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            priority, future, fn = job
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the session, which reports it
+                future.set_exception(exc)
+            finally:
+                if priority == PARTIAL:
+                    with self._cond:
+                        self._partials_running -= 1
+                        self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            waiting = [item[2] for item in self._heap]
+            self._heap.clear()
+            self._cond.notify_all()
+        for future in waiting:
+            future.cancel()
+
+
+def text_of(result: AsrResult) -> str:
+    return " ".join(s.text.strip() for s in result.segments if s.text.strip())
+
+
+def _turn_segment(result: AsrResult) -> dict[str, Any]:
+    """The turn as one segment (its words and times), for Stage 2."""
+    segs = result.segments
+    start = segs[0].start if segs else 0.0
+    end = segs[-1].end if segs else result.duration
+    return {
+        "id": 0,
+        "start": round(start, 3),
+        "end": round(end, 3),
+        "text": text_of(result),
+        "words": [w.to_dict() for s in segs for w in s.words],
+    }

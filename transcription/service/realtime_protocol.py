@@ -1,0 +1,323 @@
+"""OpenAI's Realtime transcription protocol: reading client events and writing server events.
+
+Two dialects of the session set-up are read: the beta `transcription_session.update` (`input_audio_format`,
+`input_audio_transcription`, `turn_detection`) and the GA `session.update` with `session.type =
+"transcription"` (`audio.input.{format, transcription, turn_detection}`); the server answers in the
+dialect it was asked in. A session update is applied whole or not at all. Anything this server cannot do
+as asked (another audio format, noise reduction, semantic VAD, logprobs) is refused with an `error` event
+rather than ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from transcription.config import WHISPER_LANGUAGES
+
+SAMPLE_RATE = 24_000  # pcm16 input, as OpenAI's
+_ALPHABET = string.ascii_letters + string.digits
+
+# OpenAI's defaults for server VAD.
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_PREFIX_PADDING_MS = 300
+DEFAULT_SILENCE_DURATION_MS = 500
+MAX_PREFIX_PADDING_MS = 5_000
+MIN_SILENCE_DURATION_MS = 100
+MAX_SILENCE_DURATION_MS = 10_000
+MAX_PROMPT_CHARS = 2_000
+
+
+def new_id(prefix: str) -> str:
+    """An id in OpenAI's style: `event_…`, `item_…`, `sess_…`."""
+    return f"{prefix}_{''.join(secrets.choice(_ALPHABET) for _ in range(21))}"
+
+
+class ClientError(Exception):
+    """A client event this server refuses: answered with an `error` event, and the session goes on."""
+
+    def __init__(
+        self, code: str, message: str, param: str | None = None, event_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.event_id = event_id
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    threshold: float = DEFAULT_THRESHOLD
+    prefix_padding_ms: int = DEFAULT_PREFIX_PADDING_MS
+    silence_duration_ms: int = DEFAULT_SILENCE_DURATION_MS
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    model: str
+    language: str | None = None
+    prompt: str | None = None
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)  # None: manual commits
+    enrich: bool = False  # Stage 2 prosody of each completed turn (a slower-whisper extension)
+
+
+# ------------------------------------------------------------------ client events
+
+
+def parse_event(text: str) -> dict[str, Any]:
+    """One client message: a JSON object with a string `type`."""
+    try:
+        event = json.loads(text)
+    except ValueError as exc:
+        raise ClientError("invalid_json", f"the message is not valid JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise ClientError("invalid_event", "an event must be a JSON object")
+    event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+    if not isinstance(event.get("type"), str):
+        raise ClientError("invalid_event", "the event has no 'type'", "type", event_id)
+    return event
+
+
+def apply_beta_update(
+    config: SessionConfig, session: Any, models: list[str], multilingual: bool
+) -> SessionConfig:
+    """`transcription_session.update`: the fields given replace the current ones."""
+    s = _object(session, "session")
+    _refuse_unsupported(s, "session")
+    if "input_audio_format" in s and s["input_audio_format"] != "pcm16":
+        raise ClientError(
+            "unsupported_audio_format",
+            "input_audio_format must be 'pcm16' (16-bit little-endian mono at 24 kHz)",
+            "session.input_audio_format",
+        )
+    if "input_audio_transcription" in s:
+        config = _transcription(
+            config, s["input_audio_transcription"], "session.input_audio_transcription", models
+        )
+    if "turn_detection" in s:
+        config = replace(
+            config, turn_detection=_turn_detection(s["turn_detection"], "session.turn_detection")
+        )
+    config = _extension(config, s)
+    _check_language(config, multilingual, "session.input_audio_transcription.language")
+    return config
+
+
+def apply_ga_update(
+    config: SessionConfig, session: Any, models: list[str], multilingual: bool
+) -> SessionConfig:
+    """`session.update` with a transcription session (`session.type = "transcription"`)."""
+    s = _object(session, "session")
+    if s.get("type", "transcription") != "transcription":
+        raise ClientError(
+            "unsupported_session_type",
+            "this server only runs transcription sessions: session.type must be 'transcription'",
+            "session.type",
+        )
+    if s.get("include"):
+        raise ClientError("unsupported_parameter", "include (logprobs) is not supported", "session.include")
+    audio = _object(s.get("audio", {}), "session.audio")
+    given = _object(audio.get("input", {}), "session.audio.input")
+    if given.get("noise_reduction") is not None:
+        raise ClientError(
+            "unsupported_parameter",
+            "noise reduction is not supported: set noise_reduction to null",
+            "session.audio.input.noise_reduction",
+        )
+    if "format" in given:
+        fmt = _object(given["format"], "session.audio.input.format")
+        if fmt.get("type") != "audio/pcm" or fmt.get("rate", SAMPLE_RATE) != SAMPLE_RATE:
+            raise ClientError(
+                "unsupported_audio_format",
+                "the input format must be {'type': 'audio/pcm', 'rate': 24000}",
+                "session.audio.input.format",
+            )
+    if "transcription" in given:
+        config = _transcription(config, given["transcription"], "session.audio.input.transcription", models)
+    if "turn_detection" in given:
+        config = replace(
+            config,
+            turn_detection=_turn_detection(given["turn_detection"], "session.audio.input.turn_detection"),
+        )
+    config = _extension(config, s)
+    _check_language(config, multilingual, "session.audio.input.transcription.language")
+    return config
+
+
+def _object(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ClientError("invalid_value", f"{param} must be an object", param)
+    return value
+
+
+def _refuse_unsupported(s: dict[str, Any], param: str) -> None:
+    if s.get("input_audio_noise_reduction") is not None:
+        raise ClientError(
+            "unsupported_parameter",
+            "noise reduction is not supported: set input_audio_noise_reduction to null",
+            f"{param}.input_audio_noise_reduction",
+        )
+    if s.get("include"):
+        raise ClientError("unsupported_parameter", "include (logprobs) is not supported", f"{param}.include")
+
+
+def _transcription(config: SessionConfig, value: Any, param: str, models: list[str]) -> SessionConfig:
+    t = _object(value, param)
+    model = t.get("model", config.model)
+    if model not in models:
+        raise ClientError(
+            "model_not_found",
+            f"the model {model!r} does not exist; this server serves {', '.join(repr(m) for m in models)}",
+            f"{param}.model",
+        )
+    language = t.get("language", config.language)
+    if language is not None:
+        if not isinstance(language, str) or language.strip().lower() not in (*WHISPER_LANGUAGES, "", "auto"):
+            raise ClientError("invalid_language", f"unknown language code {language!r}", f"{param}.language")
+        language = language.strip().lower()
+        language = None if language in ("", "auto") else language
+    prompt = t.get("prompt", config.prompt)
+    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS):
+        raise ClientError(
+            "invalid_value",
+            f"prompt must be text of at most {MAX_PROMPT_CHARS} characters",
+            f"{param}.prompt",
+        )
+    return replace(config, model=model, language=language, prompt=prompt or None)
+
+
+def _turn_detection(value: Any, param: str) -> TurnDetection | None:
+    if value is None:
+        return None
+    t = _object(value, param)
+    kind = t.get("type", "server_vad")
+    if kind != "server_vad":
+        raise ClientError(
+            "unsupported_turn_detection",
+            f"turn detection {kind!r} is not supported: use 'server_vad', or null for manual commits",
+            f"{param}.type",
+        )
+    threshold = _number(t, "threshold", DEFAULT_THRESHOLD, 0.0, 1.0, param)
+    prefix = _number(t, "prefix_padding_ms", DEFAULT_PREFIX_PADDING_MS, 0, MAX_PREFIX_PADDING_MS, param)
+    silence = _number(
+        t,
+        "silence_duration_ms",
+        DEFAULT_SILENCE_DURATION_MS,
+        MIN_SILENCE_DURATION_MS,
+        MAX_SILENCE_DURATION_MS,
+        param,
+    )
+    return TurnDetection(float(threshold), int(prefix), int(silence))
+
+
+def _number(t: dict[str, Any], name: str, default: float, low: float, high: float, param: str) -> float:
+    value = t.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ClientError("invalid_value", f"{name} must be a number from {low} to {high}", f"{param}.{name}")
+    return value
+
+
+def _extension(config: SessionConfig, s: dict[str, Any]) -> SessionConfig:
+    """`session.slower_whisper.enrich`: prosody of each completed turn (ours; OpenAI clients omit it)."""
+    ext = s.get("slower_whisper")
+    if ext is None:
+        return config
+    ext = _object(ext, "session.slower_whisper")
+    enrich = ext.get("enrich", config.enrich)
+    if not isinstance(enrich, bool):
+        raise ClientError("invalid_value", "enrich must be true or false", "session.slower_whisper.enrich")
+    return replace(config, enrich=enrich)
+
+
+def _check_language(config: SessionConfig, multilingual: bool, param: str) -> None:
+    if config.language not in (None, "en") and not multilingual:
+        raise ClientError(
+            "unsupported_language",
+            f"model {config.model!r} is English-only and cannot transcribe language {config.language!r}",
+            param,
+        )
+
+
+# ------------------------------------------------------------------ server events
+
+
+def server_event(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"event_id": new_id("event"), "type": kind, **fields}
+
+
+def error_event(
+    code: str,
+    message: str,
+    param: str | None = None,
+    event_id: str | None = None,
+    kind: str = "invalid_request_error",
+) -> dict[str, Any]:
+    error = {"type": kind, "code": code, "message": message, "param": param, "event_id": event_id}
+    return server_event("error", error=error)
+
+
+def beta_session(session_id: str, config: SessionConfig, expires_at: int) -> dict[str, Any]:
+    """The session as `transcription_session.created` / `.updated` describe it."""
+    td = config.turn_detection
+    return {
+        "id": session_id,
+        "object": "realtime.transcription_session",
+        "expires_at": expires_at,
+        "modalities": ["text"],
+        "input_audio_format": "pcm16",
+        "input_audio_transcription": {
+            "model": config.model,
+            "language": config.language,
+            "prompt": config.prompt,
+        },
+        "turn_detection": _turn_detection_out(td),
+        "input_audio_noise_reduction": None,
+        "include": [],
+        "slower_whisper": {"enrich": config.enrich},
+    }
+
+
+def ga_session(session_id: str, config: SessionConfig, expires_at: int) -> dict[str, Any]:
+    """The session as GA `session.created` / `session.updated` describe a transcription session."""
+    return {
+        "type": "transcription",
+        "id": session_id,
+        "object": "realtime.transcription_session",
+        "expires_at": expires_at,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
+                "transcription": {
+                    "model": config.model,
+                    "language": config.language,
+                    "prompt": config.prompt,
+                },
+                "turn_detection": _turn_detection_out(config.turn_detection),
+                "noise_reduction": None,
+            }
+        },
+        "include": [],
+        "slower_whisper": {"enrich": config.enrich},
+    }
+
+
+def _turn_detection_out(td: TurnDetection | None) -> dict[str, Any] | None:
+    if td is None:
+        return None
+    return {
+        "type": "server_vad",
+        "threshold": td.threshold,
+        "prefix_padding_ms": td.prefix_padding_ms,
+        "silence_duration_ms": td.silence_duration_ms,
+    }
+
+
+def expires_at(max_session_s: float) -> int:
+    return int(time.time() + max_session_s)

@@ -1,0 +1,528 @@
+"""One live transcription session over a WebSocket: client events in, server events out.
+
+Three tasks per session, all on the event loop: the receiver (reads and checks client events, enforces the
+idle and duration limits and the real-time bound), the processor (resamples and runs turn detection in a
+worker thread, in arrival order, and starts decodes) and the writer (sends server events in the order they
+were queued). Decodes run in the live decoder's threads (realtime_decode.py); their results come back to
+the loop. Whatever ends the session (the client leaving, a limit, shutdown), everything it started is
+cancelled and its audio dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from transcription.enrich import levels, render
+
+from .metrics import Metrics
+from .realtime_agreement import LocalAgreement
+from .realtime_audio import MODEL_RATE, Resampler, decode_pcm16, seconds
+from .realtime_decode import LiveDecoder, TurnResult
+from .realtime_protocol import (
+    SAMPLE_RATE,
+    ClientError,
+    SessionConfig,
+    apply_beta_update,
+    apply_ga_update,
+    beta_session,
+    error_event,
+    expires_at,
+    ga_session,
+    new_id,
+    parse_event,
+    server_event,
+)
+from .realtime_turns import LiveAudio, Partial, Paused, Resumed, Started, Stopped
+
+log = logging.getLogger(__name__)
+
+MAX_MANUAL_S = 120.0  # uncommitted audio without turn detection
+MIN_COMMIT_S = 0.1  # as OpenAI: a commit needs at least 100 ms of audio
+PROSODY_HISTORY = 200  # earlier turns kept as the session's baseline for prosody levels
+CLOSE_NORMAL = 1000
+CLOSE_ERROR = 1011  # "internal error"
+CLOSE_RESTART = 1012  # "service restart": a client may reconnect (to another replica)
+STOP_POLL_S = 0.5  # how often a waiting session looks whether the server is stopping
+CLOSE_FLUSH_S = 2.0  # time given to send the queued events before a close
+
+
+@dataclass
+class Limits:
+    max_session_s: float
+    idle_timeout_s: float
+    max_buffer_s: float  # seconds of audio a client may be ahead of real time
+
+    @property
+    def max_message_chars(self) -> int:
+        """The largest client message: an append of `max_buffer_s` of audio (base64), 1 MiB at least."""
+        return max(1 << 20, int(self.max_buffer_s * SAMPLE_RATE * 2 * 4 / 3) + (64 << 10))
+
+
+@dataclass
+class _Turn:
+    item_id: str
+    start: int
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    final: Future[TurnResult] | None = None  # started early (speculatively) when the speech paused
+    partial_audio: np.ndarray | None = None  # the newest audio waiting for a partial decode
+    deltas: int = 0
+
+
+class LiveSession:
+    def __init__(
+        self,
+        ws: WebSocket,
+        decoder: LiveDecoder,
+        metrics: Metrics,
+        config: SessionConfig,
+        models: list[str],
+        multilingual: bool,
+        limits: Limits,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.ws = ws
+        self.stopping = stopping
+        self.decoder = decoder
+        self.metrics = metrics
+        self.config = config
+        self.models = models
+        self.multilingual = multilingual
+        self.limits = limits
+        self.id = new_id("sess")
+        self.expires_at = expires_at(limits.max_session_s)
+        self.audio = LiveAudio(config.turn_detection)
+        self.resampler = Resampler()
+        self.loop = asyncio.get_running_loop()
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.inbox: deque[tuple[str, Any]] = deque()
+        self.inbox_ready = asyncio.Event()
+        self.turn: _Turn | None = None
+        self.previous_item: str | None = None
+        self.partial: Future[str] | None = None
+        self.last_completion: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.writer: asyncio.Task[None] | None = None
+        self.failure: str | None = None  # set when processing failed: the session then ends
+        self.ahead_s = 0.0  # leaky bucket: audio received minus real time elapsed, never below 0
+        self.ahead_at = time.monotonic()
+        self.manual_s = 0.0  # uncommitted audio in manual mode
+        self.prosody_history: deque[dict[str, Any]] = deque(maxlen=PROSODY_HISTORY)
+
+    # ---------------------------------------------------------------- the session's life
+
+    async def run(self) -> str:
+        """Serve the session until it ends; returns why it ended."""
+        self.send(server_event("transcription_session.created", session=self._beta_session()))
+        self.writer = self._spawn(self._write())
+        self._spawn(self._process())
+        try:
+            return await self._receive()
+        finally:
+            self._drop_work()
+            for task in list(self.tasks):
+                task.cancel()
+
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _drop_work(self) -> None:
+        for future in (self.partial, self.turn.final if self.turn else None):
+            if future is not None:
+                future.cancel()
+        self.turn = None
+        self.inbox.clear()
+
+    async def _receive(self) -> str:
+        started = time.monotonic()
+        idle_since = started
+        receiving: asyncio.Task[dict[str, Any]] | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                idle_left = idle_since + self.limits.idle_timeout_s - now
+                life_left = started + self.limits.max_session_s - now
+                if self.failure is not None:
+                    return await self._close(
+                        "server_error", f"the session failed: {self.failure}", CLOSE_ERROR
+                    )
+                if self.stopping():
+                    return await self._close(
+                        "server_shutting_down", "the server is shutting down", CLOSE_RESTART
+                    )
+                if life_left <= 0:
+                    return await self._close(
+                        "session_expired",
+                        f"the session reached its maximum duration of {self.limits.max_session_s:g} s",
+                    )
+                if idle_left <= 0:
+                    return await self._close(
+                        "session_idle_timeout",
+                        f"no message for {self.limits.idle_timeout_s:g} s: the session was closed",
+                    )
+                if receiving is None:
+                    receiving = asyncio.ensure_future(self.ws.receive())
+                # A pending receive is kept across these checks (no message is lost to a timeout).
+                done, _ = await asyncio.wait({receiving}, timeout=min(idle_left, life_left, STOP_POLL_S))
+                if not done:
+                    continue
+                message, receiving = receiving.result(), None
+                if message["type"] == "websocket.disconnect":
+                    return "disconnected"
+                idle_since = time.monotonic()
+                self._handle_message(message)
+        finally:
+            if receiving is not None:
+                receiving.cancel()
+
+    async def _close(self, code: str, message: str, close_code: int = CLOSE_NORMAL) -> str:
+        """End the session from this side: the reason as an `error` event after what is queued, then the
+        close frame with it."""
+        self._drop_work()
+        self._error(
+            ClientError(code, message),
+            "server_error" if close_code == CLOSE_ERROR else "invalid_request_error",
+        )
+        self.outbox.put_nowait(None)
+        assert self.writer is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.writer), timeout=CLOSE_FLUSH_S)
+            await self.ws.close(code=close_code, reason=message[:120])
+        except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
+            pass  # the client is gone or not reading: nothing more to tell it
+        return code
+
+    # ---------------------------------------------------------------- client events
+
+    def _handle_message(self, message: dict[str, Any]) -> None:
+        text = message.get("text")
+        if text is None:
+            self._error(
+                ClientError("invalid_event", "binary messages are not supported: send JSON text events")
+            )
+            return
+        if len(text) > self.limits.max_message_chars:
+            self._error(
+                ClientError(
+                    "message_too_large",
+                    f"the message has {len(text)} characters, more than {self.limits.max_message_chars}: "
+                    "send audio in smaller appends",
+                )
+            )
+            return
+        event_id: str | None = None
+        try:
+            event = parse_event(text)
+            event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+            self._handle(event, event_id)
+        except ClientError as exc:
+            exc.event_id = exc.event_id or event_id
+            self._error(exc)
+
+    def _handle(self, event: dict[str, Any], event_id: str | None) -> None:
+        kind = event["type"]
+        if kind == "input_audio_buffer.append":
+            self._append(decode_pcm16(event.get("audio")))
+        elif kind == "input_audio_buffer.commit":
+            self.manual_s = 0.0
+            self._queue("commit", event_id)
+        elif kind == "input_audio_buffer.clear":
+            self.manual_s = 0.0
+            self._queue("clear", event_id)
+        elif kind == "transcription_session.update":
+            self._configure(
+                apply_beta_update(self.config, event.get("session"), self.models, self.multilingual)
+            )
+            self.send(server_event("transcription_session.updated", session=self._beta_session()))
+        elif kind == "session.update":
+            self._configure(
+                apply_ga_update(self.config, event.get("session"), self.models, self.multilingual)
+            )
+            self.send(
+                server_event("session.updated", session=ga_session(self.id, self.config, self.expires_at))
+            )
+        else:
+            raise ClientError(
+                "unknown_event",
+                f"unknown or unsupported event type {kind!r} on a transcription session",
+                "type",
+            )
+
+    def _append(self, pcm: np.ndarray) -> None:
+        duration = seconds(pcm)
+        now = time.monotonic()
+        self.ahead_s = max(0.0, self.ahead_s - (now - self.ahead_at))
+        self.ahead_at = now
+        if self.ahead_s + duration > self.limits.max_buffer_s:
+            raise ClientError(
+                "buffer_full",
+                f"audio is arriving faster than real time: more than {self.limits.max_buffer_s:g} s ahead; "
+                "this append was dropped (send audio at real-time pace)",
+                "audio",
+            )
+        if self.config.turn_detection is None and self.manual_s + duration > MAX_MANUAL_S:
+            raise ClientError(
+                "turn_too_long",
+                f"the uncommitted audio would exceed {MAX_MANUAL_S:g} s; this append was dropped "
+                "(send input_audio_buffer.commit first)",
+                "audio",
+            )
+        self.ahead_s += duration
+        self.manual_s += duration
+        self.metrics.realtime_audio_seconds.inc(duration)
+        if pcm.shape[0]:
+            self._queue("audio", pcm)
+
+    def _configure(self, config: SessionConfig) -> None:
+        self.config = config
+        self._queue("detection", config.turn_detection)
+
+    def _queue(self, op: str, value: Any) -> None:
+        self.inbox.append((op, value))
+        self.inbox_ready.set()
+
+    def _error(self, exc: ClientError, kind: str = "invalid_request_error") -> None:
+        self.metrics.realtime_errors.labels(exc.code).inc()
+        self.send(error_event(exc.code, exc.message, exc.param, exc.event_id, kind))
+
+    # ---------------------------------------------------------------- processing, in arrival order
+
+    async def _process(self) -> None:
+        try:
+            await self._process_inbox()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug here must end the session, not leave it deaf
+            log.exception("live session processing failed")
+            self.failure = f"{type(exc).__name__}: {exc}"
+
+    async def _process_inbox(self) -> None:
+        while True:
+            await self.inbox_ready.wait()
+            self.inbox_ready.clear()
+            while self.inbox:
+                op, value = self.inbox.popleft()
+                if op == "audio":
+                    pcm = [value]
+                    while self.inbox and self.inbox[0][0] == "audio":
+                        pcm.append(self.inbox.popleft()[1])
+                    actions = await asyncio.to_thread(self._feed, np.concatenate(pcm))
+                    for action in actions:
+                        self._act(action)
+                elif op == "commit":
+                    self._commit(value)
+                elif op == "clear":
+                    self._clear(value)
+                elif op == "detection":
+                    await asyncio.to_thread(self.audio.set_detection, value)
+                    if value is None:
+                        self._abandon_turn()
+
+    def _feed(self, pcm: np.ndarray) -> list[Any]:
+        return self.audio.feed(self.resampler.push(pcm))
+
+    def _act(self, action: Any) -> None:
+        if isinstance(action, Started):
+            self.turn = _Turn(new_id("item"), action.start)
+            self.send(
+                server_event(
+                    "input_audio_buffer.speech_started",
+                    audio_start_ms=_ms(action.start),
+                    item_id=self.turn.item_id,
+                )
+            )
+        elif self.turn is None:
+            return
+        elif isinstance(action, Partial):
+            self.turn.partial_audio = action.audio
+            self._start_partial()
+        elif isinstance(action, Paused):
+            self.turn.final = self.decoder.final(action.audio, self.config)
+        elif isinstance(action, Resumed):
+            if self.turn.final is not None:
+                self.turn.final.cancel()
+                self.turn.final = None
+        elif isinstance(action, Stopped):
+            turn = self.turn
+            self.send(
+                server_event(
+                    "input_audio_buffer.speech_stopped", audio_end_ms=_ms(action.end), item_id=turn.item_id
+                )
+            )
+            if not action.speculated or turn.final is None:
+                if turn.final is not None:
+                    turn.final.cancel()
+                turn.final = self.decoder.final(action.audio, self.config)
+            self._committed(turn, seconds_16k(action.audio))
+
+    def _commit(self, event_id: str | None) -> None:
+        if self.audio.held_s < MIN_COMMIT_S:
+            self._error(
+                ClientError(
+                    "input_audio_buffer_commit_empty",
+                    f"the buffer holds {self.audio.held_s * 1000:.0f} ms of audio; a commit needs at least "
+                    f"{MIN_COMMIT_S * 1000:.0f} ms",
+                    event_id=event_id,
+                )
+            )
+            return
+        start, audio = self.audio.take()
+        turn = self.turn or _Turn(new_id("item"), start)
+        if turn.final is not None:
+            turn.final.cancel()
+        turn.final = self.decoder.final(audio, self.config)
+        self._committed(turn, seconds_16k(audio))
+
+    def _committed(self, turn: _Turn, duration: float) -> None:
+        self.send(
+            server_event(
+                "input_audio_buffer.committed", previous_item_id=self.previous_item, item_id=turn.item_id
+            )
+        )
+        self.previous_item = turn.item_id
+        self.turn = None
+        assert turn.final is not None
+        self.last_completion = self._spawn(self._complete(turn, turn.final, duration, self.last_completion))
+
+    def _clear(self, event_id: str | None) -> None:
+        self.audio.clear()
+        self._abandon_turn()
+        self.send(server_event("input_audio_buffer.cleared"))
+
+    def _abandon_turn(self) -> None:
+        if self.turn is not None and self.turn.final is not None:
+            self.turn.final.cancel()
+        self.turn = None
+
+    # ---------------------------------------------------------------- partials and finals
+
+    def _start_partial(self) -> None:
+        turn = self.turn
+        if self.partial is not None or turn is None or turn.partial_audio is None or turn.final is not None:
+            return
+        audio, turn.partial_audio = turn.partial_audio, None
+        self.partial = self.decoder.partial(audio, self.config)
+        self.partial.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._partial_done, turn, f))
+
+    def _partial_done(self, turn: _Turn, future: Future[str]) -> None:
+        if self.partial is future:
+            self.partial = None
+        if future.cancelled() or turn is not self.turn or turn.final is not None:
+            self._start_partial()
+            return
+        if future.exception() is not None:
+            log.warning("partial decode failed: %r", future.exception())
+        else:
+            new = turn.agreement.update(future.result())
+            if new:
+                self.metrics.realtime_partials.inc()
+                self._delta(turn, new)
+        self._start_partial()
+
+    def _delta(self, turn: _Turn, new: list[str]) -> None:
+        text = (" " if turn.deltas else "") + " ".join(new)
+        turn.deltas += 1
+        self.send(
+            server_event(
+                "conversation.item.input_audio_transcription.delta",
+                item_id=turn.item_id,
+                content_index=0,
+                delta=text,
+            )
+        )
+
+    async def _complete(
+        self, turn: _Turn, final: Future[TurnResult], duration: float, before: asyncio.Task[None] | None
+    ) -> None:
+        committed_at = time.perf_counter()
+        try:
+            result: TurnResult | None = await asyncio.wrap_future(final)
+            failure = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the client as OpenAI reports a failed item
+            log.error("live turn transcription failed", exc_info=exc)
+            result, failure = None, f"{type(exc).__name__}: {exc}"
+        if before is not None:
+            await asyncio.shield(before)  # completions go out in turn order
+        if result is None:
+            self.metrics.realtime_errors.labels("transcription_failed").inc()
+            self.send(
+                server_event(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=turn.item_id,
+                    content_index=0,
+                    error={
+                        "type": "server_error",
+                        "code": "transcription_failed",
+                        "message": failure,
+                        "param": None,
+                    },
+                )
+            )
+            return
+        rest = turn.agreement.remainder(result.text)
+        if rest is None:
+            self.metrics.realtime_partial_revisions.inc()
+        elif rest:
+            self._delta(turn, rest)  # the deltas of a turn add up to its final text, as OpenAI's do
+        extra: dict[str, Any] = {"language": result.language}
+        if result.audio_state is not None and result.segment is not None:
+            extra["audio_state"] = self._with_session_levels(result.segment)
+        self.send(
+            server_event(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=turn.item_id,
+                content_index=0,
+                transcript=result.text,
+                usage={"type": "duration", "seconds": round(duration, 3)},
+                slower_whisper=extra,
+            )
+        )
+        self.metrics.realtime_turns.inc()
+        self.metrics.realtime_turn_seconds.observe(time.perf_counter() - committed_at)
+
+    def _with_session_levels(self, segment: dict[str, Any]) -> dict[str, Any]:
+        """Levels against the session's earlier turns (one voice's usual range), then the words for them."""
+        self.prosody_history.append(segment)
+        history = list(self.prosody_history)
+        levels.assign_levels(history)
+        state = segment["audio_state"]
+        state["rendering"] = render.render(state, max(0.0, segment["end"] - segment["start"]))
+        return state
+
+    # ---------------------------------------------------------------- server events out
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.outbox.put_nowait(event)
+
+    async def _write(self) -> None:
+        while (event := await self.outbox.get()) is not None:
+            try:
+                await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+            except (RuntimeError, WebSocketDisconnect, OSError):
+                return  # the client is gone; the receiver sees it and ends the session
+
+    def _beta_session(self) -> dict[str, Any]:
+        return beta_session(self.id, self.config, self.expires_at)
+
+
+def _ms(sample: int) -> int:
+    return int(round(sample * 1000 / MODEL_RATE))
+
+
+def seconds_16k(audio: np.ndarray) -> float:
+    return audio.shape[0] / MODEL_RATE

@@ -1,0 +1,191 @@
+"""A live session's audio at 16 kHz and where its turns begin and end.
+
+With server VAD a turn starts at the first frame whose speech probability reaches the threshold and stops
+once the probability has stayed below `threshold - 0.15` (Silero's own hysteresis) for the silence
+duration. Sooner, after `SPECULATE_AFTER_S` of that silence, the turn's audio is handed out (`Paused`) so
+its final decode can start while the server is still waiting to be sure the speaker has stopped: when the
+silence holds, the text is ready about when the turn is committed; when speech resumes (`Resumed`), that
+decode is dropped. The audio of a turn is the same either way: from `prefix_padding_ms` before the speech
+to `SPECULATE_AFTER_S` into the silence.
+
+Without turn detection (manual mode) the audio accumulates until the client commits or clears it.
+
+One object per session, used from one thread at a time (the session's processing step); positions are
+sample indices of the session's whole 16 kHz stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .realtime_audio import MODEL_RATE
+from .realtime_protocol import TurnDetection
+from .realtime_vad import FRAME, StreamingVad
+
+SPECULATE_AFTER_S = 0.16  # silence before the final decode starts (faster-whisper's own VAD gap: 160 ms)
+PARTIAL_STEP_S = 0.5  # new speech between two partial decodes
+MAX_TURN_S = 30.0  # a server-VAD turn is cut here (one Whisper window), so its decodes stay one window
+_HYSTERESIS = 0.15
+
+
+@dataclass
+class Started:
+    start: int  # first sample of the turn's audio (prefix padding included)
+
+
+@dataclass
+class Partial:
+    audio: np.ndarray  # the turn so far
+
+
+@dataclass
+class Paused:
+    audio: np.ndarray  # the turn's audio if the silence holds
+
+
+@dataclass
+class Resumed:
+    pass
+
+
+@dataclass
+class Stopped:
+    end: int  # where the silence was confirmed (OpenAI's audio_end_ms)
+    audio: np.ndarray
+    speculated: bool  # the same audio went out in `Paused` (its decode is under way)
+
+
+Action = Started | Partial | Paused | Resumed | Stopped
+
+
+class LiveAudio:
+    def __init__(self, detection: TurnDetection | None) -> None:
+        self.total = 0  # samples received
+        self._chunks: list[np.ndarray] = []
+        self._start = 0  # stream position of the first held sample
+        self._vad: StreamingVad | None = None
+        self._vad_at = 0  # stream position of the VAD's first frame
+        self.detection = detection
+        self._reset_turn()
+        self.set_detection(detection)
+
+    # ---------------------------------------------------------------- configuration
+
+    def set_detection(self, detection: TurnDetection | None) -> None:
+        """A new turn-detection set-up takes effect from the next frame. Turning detection off keeps the held
+        audio (the next commit takes it) but forgets a turn in progress."""
+        self.detection = detection
+        if detection is not None and self._vad is None:
+            self._vad = StreamingVad()
+            self._vad_at = self.total
+        elif detection is None:
+            self._vad = None
+            self._reset_turn()
+
+    def _reset_turn(self) -> None:
+        self.in_speech = False
+        self._turn_start = 0  # audio start of the current turn (padding included)
+        self._silence_at: int | None = None  # first frame below the hysteresis threshold
+        self._paused = False
+        self._partial_at = 0
+
+    # ---------------------------------------------------------------- audio in
+
+    @property
+    def held_s(self) -> float:
+        return (self.total - self._start) / MODEL_RATE
+
+    def feed(self, samples: np.ndarray) -> list[Action]:
+        if samples.shape[0]:
+            self._chunks.append(samples)
+            self.total += samples.shape[0]
+        if self._vad is None or self.detection is None:
+            return []
+        actions: list[Action] = []
+        probs = self._vad.push(samples)
+        first = self.total - (self.total - self._vad_at) % FRAME - probs.shape[0] * FRAME
+        for i, p in enumerate(probs):
+            self._frame(float(p), first + i * FRAME, actions)
+        if not self.in_speech:
+            # Padding for a turn starting in the next frames, which may begin up to a frame back.
+            self._trim(self.total - self._padding() - FRAME)
+        return actions
+
+    def _frame(self, p: float, at: int, actions: list[Action]) -> None:
+        td = self.detection
+        assert td is not None
+        end = at + FRAME
+        if not self.in_speech:
+            if p >= td.threshold:
+                self.in_speech = True
+                self._turn_start = max(self._start, at - self._padding())
+                self._partial_at = end
+                actions.append(Started(self._turn_start))
+            return
+        if p >= td.threshold:
+            self._silence_at = None
+            if self._paused:
+                self._paused = False
+                actions.append(Resumed())
+        elif p < max(td.threshold - _HYSTERESIS, 0.01) and self._silence_at is None:
+            self._silence_at = at
+        if self._silence_at is not None:
+            silent = end - self._silence_at
+            cut = self._silence_at + int(SPECULATE_AFTER_S * MODEL_RATE)
+            if silent >= td.silence_duration_ms * MODEL_RATE // 1000:
+                audio = self._slice(self._turn_start, min(cut, end))
+                actions.append(Stopped(end, audio, speculated=self._paused))
+                self._end_turn(end)
+                return
+            if not self._paused and end >= cut:
+                self._paused = True
+                actions.append(Paused(self._slice(self._turn_start, cut)))
+        elif end - self._partial_at >= int(PARTIAL_STEP_S * MODEL_RATE):
+            self._partial_at = end
+            actions.append(Partial(self._slice(self._turn_start, end)))
+        if end - self._turn_start >= int(MAX_TURN_S * MODEL_RATE):
+            actions.append(Stopped(end, self._slice(self._turn_start, end), speculated=False))
+            self._end_turn(end)
+
+    def _end_turn(self, end: int) -> None:
+        self._reset_turn()
+        self._trim(end)
+
+    def _padding(self) -> int:
+        td = self.detection
+        return td.prefix_padding_ms * MODEL_RATE // 1000 if td is not None else 0
+
+    # ---------------------------------------------------------------- commit and clear
+
+    def take(self) -> tuple[int, np.ndarray]:
+        """Everything held (a commit): (its start position, its audio). A turn in progress ends here."""
+        start = self._turn_start if self.in_speech else self._start
+        audio = self._slice(start, self.total)
+        self._reset_turn()
+        self._trim(self.total)
+        return start, audio
+
+    def clear(self) -> None:
+        self._reset_turn()
+        self._trim(self.total)
+
+    # ---------------------------------------------------------------- the held audio
+
+    def _slice(self, a: int, b: int) -> np.ndarray:
+        a, b = max(a, self._start), min(b, self.total)
+        if b <= a:
+            return np.zeros(0, dtype=np.float32)
+        whole = np.concatenate(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
+        self._chunks = [whole]
+        return whole[a - self._start : b - self._start].copy()
+
+    def _trim(self, keep_from: int) -> None:
+        """Drop held audio before `keep_from` (nothing a turn could still need)."""
+        keep_from = min(max(keep_from, self._start), self.total)
+        if keep_from == self._start:
+            return
+        whole = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
+        self._chunks = [whole[keep_from - self._start :]]
+        self._start = keep_from

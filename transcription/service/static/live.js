@@ -1,0 +1,177 @@
+// Live mode: the microphone streamed to /v1/realtime (OpenAI's Realtime transcription protocol). Partial
+// text shows while someone speaks, the final line replaces it when the turn ends, and its prosody is filled
+// in with it. The key goes in OpenAI's browser subprotocol, as browsers cannot set WebSocket headers.
+"use strict";
+
+const live = {
+  ws: null,
+  context: null,
+  stream: null,
+  lines: new Map(), // item id -> its line
+  open: 0, // turns started and not yet completed
+};
+
+$("live-start").addEventListener("click", startLive);
+$("live-stop").addEventListener("click", () => stopLive("Stopped."));
+
+function setLiveStatus(text, error = false) {
+  $("live-status").textContent = text;
+  $("live-status").className = error ? "error" : "";
+}
+
+async function startLive() {
+  const key = $("apikey").value.trim();
+  localStorage.setItem("slower-whisper-key", key);
+  $("live-start").disabled = true;
+  $("live").hidden = false;
+  try {
+    // The raw signal: the browser's voice-call processing (noise suppression, gain riding) distorts speech
+    // more than it helps Whisper.
+    live.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    live.context = openContext();
+    await live.context.audioWorklet.addModule("/static/capture-worklet.js");
+  } catch (err) {
+    stopLive(`No microphone: ${err.message}`, true);
+    return;
+  }
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const protocols = ["realtime"];
+  if (key) protocols.push(`openai-insecure-api-key.${key}`);
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/realtime?intent=transcription`, protocols);
+  live.ws = ws;
+  ws.addEventListener("open", () => {
+    const transcription = { model: "whisper-1" };
+    const language = $("language").value.trim();
+    if (language) transcription.language = language;
+    ws.send(JSON.stringify({
+      type: "transcription_session.update",
+      session: {
+        input_audio_format: "pcm16",
+        input_audio_transcription: transcription,
+        turn_detection: { type: "server_vad" },
+        slower_whisper: { enrich: $("enrich").checked },
+      },
+    }));
+    capture(ws);
+    $("live-stop").disabled = false;
+    setLiveStatus("Listening…");
+  });
+  ws.addEventListener("message", (event) => onEvent(JSON.parse(event.data)));
+  ws.addEventListener("close", (event) => {
+    if (live.ws === ws) {
+      const why = event.reason || (event.code === 1006 ? "the connection was refused or lost (check the API key)" : "");
+      stopLive(why ? `Session closed: ${why}` : "Session closed.", event.code !== 1000);
+    }
+  });
+}
+
+// A context at 24 kHz, where the browser resamples the microphone itself; else the device's rate, and the
+// worklet resamples.
+function openContext() {
+  try {
+    return new AudioContext({ sampleRate: 24000 });
+  } catch (err) {
+    return new AudioContext();
+  }
+}
+
+function capture(ws) {
+  const source = live.context.createMediaStreamSource(live.stream);
+  const node = new AudioWorkletNode(live.context, "capture-24k");
+  node.port.onmessage = (event) => {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(new Uint8Array(event.data)) }));
+  };
+  source.connect(node);
+}
+
+function base64(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+// Stop capturing; a turn still open is committed and its final line awaited briefly before closing.
+function stopLive(message, error = false) {
+  if (live.stream) live.stream.getTracks().forEach((t) => t.stop());
+  if (live.context) live.context.close();
+  live.stream = live.context = null;
+  const ws = live.ws;
+  live.ws = null;
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    if (live.open > 0) ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+    const deadline = Date.now() + 10000;
+    const wait = setInterval(() => {
+      if (live.open <= 0 || Date.now() > deadline || ws.readyState !== WebSocket.OPEN) {
+        clearInterval(wait);
+        ws.close(1000, "stopped");
+      }
+    }, 100);
+  }
+  $("live-start").disabled = false;
+  $("live-stop").disabled = true;
+  setLiveStatus(message, error);
+}
+
+function onEvent(event) {
+  switch (event.type) {
+    case "input_audio_buffer.speech_started":
+      live.open += 1;
+      line(event.item_id);
+      break;
+    case "conversation.item.input_audio_transcription.delta": {
+      const text = line(event.item_id).querySelector(".text");
+      text.textContent += event.delta;
+      break;
+    }
+    case "conversation.item.input_audio_transcription.completed":
+      live.open = Math.max(0, live.open - 1);
+      complete(line(event.item_id), event);
+      break;
+    case "conversation.item.input_audio_transcription.failed":
+      live.open = Math.max(0, live.open - 1);
+      line(event.item_id).querySelector(".text").textContent = `(failed: ${event.error.message})`;
+      break;
+    case "error":
+      setLiveStatus(`Server: ${event.error.message}`, true);
+      break;
+    default:
+      break;
+  }
+}
+
+// The line of one turn, made when its speech starts (or at its first event).
+function line(item) {
+  let li = live.lines.get(item);
+  if (!li) {
+    li = document.createElement("li");
+    li.className = "partial";
+    li.dataset.item = item;
+    const text = document.createElement("span");
+    text.className = "text";
+    const how = document.createElement("span");
+    how.className = "how";
+    li.append(text, how);
+    $("live-lines").append(li);
+    live.lines.set(item, li);
+  }
+  return li;
+}
+
+function complete(li, event) {
+  li.className = "final";
+  li.querySelector(".text").textContent = event.transcript;
+  const extra = event.slower_whisper || {};
+  const state = extra.audio_state;
+  if (!state || !state.prosody) return;
+  const p = state.prosody;
+  li.dataset.pitch = p.pitch && p.pitch.mean_hz !== null ? String(p.pitch.mean_hz) : "";
+  li.dataset.energy = p.energy && p.energy.rms_db !== null ? String(p.energy.rms_db) : "";
+  const parts = [];
+  if (p.pitch && p.pitch.mean_hz) parts.push(`${fmt(p.pitch.mean_hz)} Hz`);
+  if (p.energy && p.energy.rms_db !== null) parts.push(`${fmt(p.energy.rms_db, 1)} dB`);
+  if (state.rendering) parts.push(state.rendering);
+  li.querySelector(".how").textContent = parts.join(" · ");
+}
