@@ -46,6 +46,11 @@ COPY transcription/ ./transcription/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --extra full --no-editable
 
+# The embedded diarizer's weights ship in the resemblyzer wheel. Its dependencies are left out (librosa, and
+# webrtcvad, which needs a compiler): transcription/diarize/embedding.py rebuilds the network and its input.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv pip install --python /app/.venv/bin/python --no-deps "resemblyzer==0.1.4"
+
 # ---------------------------------------------------------------------------------------------------------
 # runtime
 # checkov:skip=CKV_DOCKER_2: no HEALTHCHECK: one image runs serve, transcribe, watch and models; Kubernetes

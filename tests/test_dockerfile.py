@@ -280,6 +280,12 @@ def test_install_steps_build_a_working_cli(df: Dockerfile, tmp_path: Path) -> No
                 else:
                     target.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, target / path.name)
+        elif keyword == "RUN" and "uv pip install" in args:
+            command = re.sub(r"--mount=\S+\s*", "", args).strip().replace("/app/", f"{app}/")
+            proc = subprocess.run(
+                [uv, *shlex.split(command)[1:]], cwd=app, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert proc.returncode == 0, f"{command}\n{proc.stderr[-4000:]}"
         elif keyword == "RUN" and "uv sync" in args:
             command = re.sub(r"--mount=\S+\s*", "", args).strip()
             command = command.replace("--extra full", REPLAY_EXTRAS)
@@ -295,6 +301,8 @@ def test_install_steps_build_a_working_cli(df: Dockerfile, tmp_path: Path) -> No
                 assert not script.exists(), "the dependency layer installed the project"
                 assert (app / ".venv" / "bin" / "uvicorn").exists(), "service extra missing"
     assert synced == 2
+    # The embedded diarizer's weights, from the wheel installed without its dependencies.
+    assert list((app / ".venv").glob("lib/python*/site-packages/resemblyzer/pretrained.pt"))
     for args in (["--help"], ["serve", "--help"], ["transcribe", "--help"], ["models", "list", "--help"]):
         proc = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr

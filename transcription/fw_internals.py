@@ -139,6 +139,13 @@ RELIES_ON: dict[str, Internal] = {
         "cuts a chunk's tokens into segments, as BatchedInferencePipeline.forward does",
         params=("tokenizer", "tokens", "time_offset", "segment_size", "segment_duration", "seek"),
     ),
+    "SileroVADModel.__call__": Internal(
+        "faster_whisper.vad",
+        "SileroVADModel.__call__",
+        "live turn detection runs its ONNX session block by block, carrying the LSTM state "
+        "(service/realtime_vad.py)",
+        source_has=('"h": h', '"c": c', "context_size_samples: int = 64"),
+    ),
     "find_alignment": Internal(
         _T,
         "WhisperModel.find_alignment",

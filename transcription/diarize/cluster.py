@@ -14,7 +14,7 @@ import numpy as np
 
 MAX_POINTS = 600
 PRUNE_FRACTION = 0.25  # neighbours kept per row, as a share of the windows
-SAME_VOICE = 0.80  # centroids this similar are one speaker (d-vectors; measured in docs/speakers.md)
+SAME_VOICE = 0.70  # centroids this similar are one speaker (d-vectors; measured in docs/speakers.md)
 
 
 def cluster(

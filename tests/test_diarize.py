@@ -1,0 +1,167 @@
+"""The embedded diarizer on real speech: assembled conversations of different real speakers, one speaker,
+silence, very short audio, stereo calls, the phone call, naming from references, and pyannote's boundary.
+
+DER here is a small frame-level version (10 ms frames, collar around reference boundaries, best one-to-one
+speaker mapping); benchmarks/bench_diarize.py reports pyannote.metrics' figures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA
+
+from transcription.audio import WavReader, normalize
+from transcription.config import Settings
+from transcription.diarize import (
+    Constraints,
+    Diarization,
+    PyannoteUnavailable,
+    load,
+    name_speakers,
+    pyannote_backend,
+)
+
+pytestmark = pytest.mark.needs_data
+
+CALL = DATA / "multi_speaker" / "pyannote_sample"
+STEREO = DATA / "multi_speaker" / "stereo_two_speakers" / "stereo_diarization.wav"
+LJ = sorted((DATA / "en_read" / "ljspeech").glob("LJ001-00*.wav"))
+LIBRI = sorted((DATA / "en_read" / "librivox_sense_and_sensibility").glob("*.wav"))
+JFK = DATA / "en_read" / "jfk" / "jfk.flac"
+EMO = sorted((DATA / "emotion" / "emodb_de").glob("*.wav"))
+
+
+@pytest.fixture(scope="module")
+def diarizer():
+    return load(Settings(device="cpu", diarize=True))
+
+
+def _wav(tmp: Path, src: Path) -> WavReader:
+    out = tmp / (src.stem + ".norm.wav")
+    normalize(src, out)
+    return WavReader(out)
+
+
+def assemble(tmp: Path, parts: list[tuple[str, Path]], pause_s: float = 0.6) -> tuple[Path, list]:
+    """Clips of different real speakers joined with pauses. The clips carry no turn annotations, so the
+    reference turns are each clip's speech regions (VAD on that clip alone) under the clip's speaker."""
+    from transcription.diarize.speech import speech_regions
+
+    turns, pieces, t = [], [], 0.0
+    silence = np.zeros(int(pause_s * 16000), dtype=np.float32)
+    for speaker, src in parts:
+        samples = _wav(tmp, src).read()
+        pieces += [samples, silence]
+        turns += [(speaker, t + a, t + b) for a, b in speech_regions(samples)]
+        t += (samples.size + silence.size) / 16000
+    out = tmp / "assembled.wav"
+    import wave
+
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2").tobytes())
+    return out, turns
+
+
+def der(reference: list, hypothesis: Diarization, collar: float = 0.25) -> float:
+    from scipy.optimize import linear_sum_assignment
+
+    end = max(e for _, _, e in reference) + 1
+    n = int(end * 100)
+    ref_names = sorted({s for s, _, _ in reference})
+    hyp_names = hypothesis.speakers()
+    ref = np.zeros((len(ref_names), n), bool)
+    hyp = np.zeros((max(1, len(hyp_names)), n), bool)
+    scored = np.ones(n, bool)
+    for s, a, b in reference:
+        ref[ref_names.index(s), int(a * 100) : int(b * 100)] = True
+        for edge in (a, b):
+            scored[max(0, int((edge - collar) * 100)) : int((edge + collar) * 100)] = False
+    for t in hypothesis.turns:
+        hyp[hyp_names.index(t.speaker), int(t.start * 100) : int(t.end * 100)] = True
+    ref, hyp = ref[:, scored], hyp[:, scored]
+    overlap = ref.astype(int) @ hyp.T.astype(int)
+    rows, cols = linear_sum_assignment(-overlap)
+    correct = overlap[rows, cols].sum()
+    ref_total = ref.sum()
+    # Errors: reference speech not matched by its mapped speaker, plus hypothesis speech beyond reference.
+    false_alarm = np.maximum(hyp.sum(0) - ref.sum(0), 0).sum()
+    return float((ref_total - correct + false_alarm) / ref_total)
+
+
+def test_assembled_conversation_of_three_real_speakers(diarizer, tmp_path: Path) -> None:
+    parts = [("lj", LJ[0]), ("jfk", JFK), ("libri", LIBRI[0])]
+    parts += [("lj", LJ[1]), ("libri", LIBRI[1]), ("jfk", JFK)]
+    wav, reference = assemble(tmp_path, parts)
+    result = diarizer.diarize(WavReader(wav), Constraints())
+    assert result.method == "embedded"
+    assert len(result.speakers()) == 3, result.speakers()
+    assert result.speakers() == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_02"]  # order of first appearance
+    assert der(reference, result) < 0.10
+    # The counts are obeyed.
+    assert len(diarizer.diarize(WavReader(wav), Constraints(num=2)).speakers()) == 2
+    assert len(diarizer.diarize(WavReader(wav), Constraints(min=4)).speakers()) >= 4
+
+
+def test_one_speaker_gets_one_label(diarizer, tmp_path: Path) -> None:
+    wav, _ = assemble(tmp_path, [("lj", p) for p in LJ[:4]])
+    assert diarizer.diarize(WavReader(wav), Constraints()).speakers() == ["SPEAKER_00"]
+    assert diarizer.diarize(_wav(tmp_path, JFK), Constraints()).speakers() == ["SPEAKER_00"]
+
+
+def test_silence_and_very_short_audio(diarizer, tmp_path: Path) -> None:
+    quiet = diarizer.diarize(np.zeros(16000 * 3, dtype=np.float32), Constraints())
+    assert quiet.turns == [] and quiet.warnings
+    noise = diarizer.diarize(np.zeros(10, dtype=np.float32), Constraints())
+    assert noise.turns == []
+    clip = _wav(tmp_path, LJ[0]).read(0.5, 1.3)  # under one embedding window
+    short = diarizer.diarize(clip, Constraints())
+    assert len(short.speakers()) <= 1
+
+
+def test_stereo_call_is_one_speaker_per_channel(diarizer, tmp_path: Path) -> None:
+    result = diarizer.diarize(_wav(tmp_path, STEREO), Constraints(), source=STEREO)
+    assert result.method == "stereo" and len(result.speakers()) == 2
+    # The same two channels mixed to mono, or one signal on both channels, are not per-channel.
+    mono = tmp_path / "mono.wav"
+    dual = tmp_path / "dual.wav"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(STEREO), "-ac", "1", str(mono)], check=True)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(mono), "-ac", "2", str(dual)], check=True)
+    assert diarizer.diarize(_wav(tmp_path, mono), Constraints(), source=mono).method == "embedded"
+    assert diarizer.diarize(_wav(tmp_path, dual), Constraints(), source=dual).method == "embedded"
+
+
+def test_phone_call_with_two_speakers(diarizer, tmp_path: Path) -> None:
+    reference = []
+    for line in (CALL / "sample.rttm").read_text().splitlines():
+        p = line.split()
+        reference.append((p[7], float(p[3]), float(p[3]) + float(p[4])))
+    result = diarizer.diarize(_wav(tmp_path, CALL / "sample.wav"), Constraints(min=2))
+    assert len(result.speakers()) == 2
+    assert der(reference, result) < 0.30  # measured 0.15-0.2 (docs/speakers.md)
+
+
+def test_references_name_speakers(diarizer, tmp_path: Path) -> None:
+    wav, _ = assemble(tmp_path, [("lj", LJ[2]), ("libri", LIBRI[2]), ("lj", LJ[3])])
+    result = diarizer.diarize(WavReader(wav), Constraints())
+    named = name_speakers(
+        result, {"Linda": _wav(tmp_path, LJ[6]).read(), "Stranger": _wav(tmp_path, EMO[0]).read()}, diarizer
+    )
+    assert named.speakers()[0] == "Linda"  # the LJSpeech reader, from another of her clips
+    assert "Stranger" not in named.speakers()  # a voice that is not in the recording names nobody
+    assert set(named.centroids) == set(named.speakers())
+
+
+def test_pyannote_is_refused_clearly_without_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyannote.audio") is not None:
+        pytest.skip("pyannote.audio is installed here")
+    with pytest.raises(PyannoteUnavailable, match="pip install 'slower-whisper\\[pyannote\\]'"):
+        pyannote_backend.load("pyannote/speaker-diarization-community-1", "token", "cpu")
