@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from . import models
@@ -68,6 +69,9 @@ def report(settings: Settings) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         pyav_ffmpeg = f"unavailable: {exc}"
         problems.append("PyAV cannot be imported: no audio can be decoded")
+    speakers = _diarizer(settings)
+    if settings.diarize and speakers["problem"]:
+        problems.append(speakers["problem"])
     effective = {name: getattr(settings, name) for name in ENV_VARS}
     for secret in _SECRETS:
         effective[secret] = "set" if effective[secret] else "not set"
@@ -99,5 +103,28 @@ def report(settings: Settings) -> dict[str, Any]:
             "repo": located.repo,
             "cache": str(models.hub_cache_dir(settings)),
         },
+        "speakers": speakers,
         "settings": {k: str(v) if v is not None else None for k, v in effective.items()},
     }
+
+
+def _diarizer(settings: Settings) -> dict[str, Any]:
+    """Which diarizer `--diarize` would use and whether it is installed (nothing is loaded)."""
+    if settings.diarization_model:
+        import importlib.util
+
+        found = importlib.util.find_spec("pyannote") is not None
+        problem = (
+            None
+            if found
+            else "DIARIZATION_MODEL needs pyannote.audio: pip install 'slower-whisper[pyannote]'"
+        )
+        if found and not settings.hf_token and not Path(settings.diarization_model).exists():
+            problem = "DIARIZATION_MODEL names a hub pipeline but HF_TOKEN is not set"
+        return {"model": settings.diarization_model, "problem": problem}
+    from .diarize.embedding import EmbeddingModelMissing, weights_path
+
+    try:
+        return {"model": "embedded", "weights": str(weights_path()), "problem": None}
+    except EmbeddingModelMissing as exc:
+        return {"model": "embedded", "weights": None, "problem": str(exc)}

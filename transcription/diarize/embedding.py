@@ -97,8 +97,13 @@ class VoiceEncoder:
     """The d-vector encoder on CPU or CUDA; thread-safe (one forward pass at a time)."""
 
     def __init__(self, device: str = "cpu") -> None:
-        import torch
-        from torch import nn
+        try:
+            import torch
+            from torch import nn
+        except ImportError:
+            raise EmbeddingModelMissing(
+                "the embedded diarizer needs torch: pip install 'slower-whisper[diarize]'"
+            ) from None
 
         class _Net(nn.Module):
             def __init__(self) -> None:
