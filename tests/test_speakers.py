@@ -280,3 +280,18 @@ def test_json_document_keeps_schema_version_1(tmp_path: Path) -> None:
     doc = json.loads((Path(schema.__file__).parent / schema.SCHEMA_FILE).read_text())
     assert doc["properties"]["schema_version"] == {"const": 1}
     assert "speakers" in doc["properties"] and "turns" in doc["properties"]
+
+
+def test_timeline_finds_covering_and_nearest_turns() -> None:
+    from transcription.speakers import _Timeline
+
+    turns = [("A", 0.0, 5.0), ("B", 2.0, 3.0), ("C", 10.0, 12.0), ("B", 11.5, 14.0)]
+    timeline = _Timeline([{"speaker": s, "start": a, "end": b} for s, a, b in turns])
+    assert timeline.speaker_of(4.0, 4.2) == "A"  # after a nested turn has ended, the long one still covers
+    assert timeline.speaker_of(2.1, 2.9) in ("A", "B")
+    assert timeline.speaker_of(1.0, 3.0) == "A"  # most overlap wins
+    assert timeline.speaker_of(7.0, 7.2) == "A"  # in a gap: the nearest turn (A ends 2 s before, C 3 s after)
+    assert timeline.speaker_of(9.0, 9.1) == "C"
+    assert timeline.speaker_of(11.8, 13.5) == "B"
+    assert timeline.speaker_of(20.0, 20.0) == "B"  # after everything: the turn that ended last
+    assert _Timeline([]).speaker_of(1.0, 2.0) is None

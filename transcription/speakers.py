@@ -256,68 +256,6 @@ class _Timeline:
         return str(best["speaker"])
 
 
-def _split(seg: dict[str, Any], timeline: _Timeline) -> list[dict[str, Any]]:
-    """One segment as one piece per run of same-speaker words (the segment's own span without words)."""
-    words = seg["words"]
-    if not words:
-        return [{**seg, "speaker": timeline.speaker_of(seg["start"], seg["end"])}]
-    for w in words:
-        w["speaker"] = timeline.speaker_of(w["start"], w["end"])
-    runs: list[list[dict[str, Any]]] = [[words[0]]]
-    for w in words[1:]:
-        if w["speaker"] == runs[-1][-1]["speaker"]:
-            runs[-1].append(w)
-        else:
-            runs.append([w])
-    if len(runs) == 1:
-        return [{**seg, "speaker": words[0]["speaker"]}]
-    pieces = []
-    for n, run in enumerate(runs):
-        piece = {k: v for k, v in seg.items() if k != "audio_state"}
-        piece["start"] = seg["start"] if n == 0 else run[0]["start"]
-        piece["end"] = seg["end"] if n == len(runs) - 1 else run[-1]["end"]
-        piece["words"] = run
-        piece["text"] = "".join(w["word"] for w in run).strip()
-        piece["speaker"] = run[0]["speaker"]
-        pieces.append(piece)
-    return pieces
-
-
-class _Timeline:
-    """Turns sorted by start, searchable in log time: a 2-hour call has thousands of turns and words."""
-
-    def __init__(self, turns: list[dict[str, Any]]) -> None:
-        self.turns = turns
-        self.starts = [t["start"] for t in turns]
-        self.reach: list[float] = []  # the latest end among turns[: i + 1]
-        for t in turns:
-            self.reach.append(max(t["end"], self.reach[-1] if self.reach else t["end"]))
-
-    def speaker_of(self, start: float, end: float) -> str | None:
-        """The speaker whose turns overlap [start, end] most; else the nearest turn's; None without turns."""
-        if not self.turns:
-            return None
-        hi = bisect.bisect_left(self.starts, end) if end > start else bisect.bisect_right(self.starts, end)
-        overlap: dict[str, float] = {}
-        i = hi - 1
-        while i >= 0 and self.reach[i] > start:
-            t = self.turns[i]
-            shared = min(end, t["end"]) - max(start, t["start"])
-            if shared > 0:
-                overlap[t["speaker"]] = overlap.get(t["speaker"], 0.0) + shared
-            i -= 1
-        if overlap:
-            return max(overlap, key=lambda s: overlap[s])
-        middle = (start + end) / 2
-        near = [self.turns[j] for j in (hi - 1, hi) if 0 <= j < len(self.turns)]
-        # The turn ending latest before `middle` may not be turns[hi - 1] when turns overlap.
-        k = bisect.bisect_right(self.starts, middle) - 1
-        if k >= 0:
-            near += [t for t in self.turns[max(0, k - 8) : k + 1] if t["end"] >= self.reach[k] - 1e-9]
-        best = min(near, key=lambda t: max(t["start"] - middle, middle - t["end"], 0.0))
-        return str(best["speaker"])
-
-
 def _first_appearance(turns: list[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for t in turns:
