@@ -43,13 +43,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # Then the project itself, installed as a regular (non-editable) package.
 COPY README.md ./
 COPY transcription/ ./transcription/
+# The embedded diarizer's weights ship in the resemblyzer wheel, installed after the sync without its
+# dependencies (librosa, and webrtcvad, which needs a compiler): transcription/diarize/embedding.py rebuilds
+# the network and its input.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --extra full --no-editable
-
-# The embedded diarizer's weights ship in the resemblyzer wheel. Its dependencies are left out (librosa, and
-# webrtcvad, which needs a compiler): transcription/diarize/embedding.py rebuilds the network and its input.
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --python /app/.venv/bin/python --no-deps "resemblyzer==0.1.4"
+    uv sync --frozen --no-dev --extra full --no-editable \
+    && uv pip install --python /app/.venv/bin/python --no-deps "resemblyzer==0.1.4"
 
 # ---------------------------------------------------------------------------------------------------------
 # runtime

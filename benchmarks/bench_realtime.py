@@ -40,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import server_env
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SLOWER_WHISPER_BENCH_DATA") or REPO.parent / "shared" / "data")
@@ -130,17 +131,7 @@ def free_port() -> int:
 
 
 def start_server(root: Path, port: int, model: str, device: str) -> subprocess.Popen:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "ENABLE_", "SLOWER_WHISPER_"))
-    }
-    env.update(
-        WHISPER_MODEL=model,
-        WHISPER_DEVICE=device,
-        HF_HUB_OFFLINE="1",
-        LOG_FORMAT="json",
-        LOG_LEVEL="WARNING",
-        ENABLE_AUDIO_ENRICHMENT="false",
-    )
+    env = server_env(model, device)
     cmd = [sys.executable, "-m", "transcription", "serve", "--root", str(root), "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180

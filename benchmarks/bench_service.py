@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from common import server_env
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -41,18 +42,7 @@ SOAK_FILE = DATA / "multilingual/en_digits/english.wav"
 
 
 def _env(model: str, device: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "ENABLE_", "SLOWER_WHISPER_"))
-    }
-    env.update(
-        WHISPER_MODEL=model,
-        WHISPER_DEVICE=device,
-        HF_HUB_OFFLINE="1",
-        LOG_FORMAT="json",
-        LOG_LEVEL="WARNING",
-        ENABLE_AUDIO_ENRICHMENT="false",
-    )
-    return env
+    return server_env(model, device)
 
 
 def _duration(path: Path) -> float:
