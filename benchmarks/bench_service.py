@@ -13,11 +13,22 @@ and a soak of its own.
         [--packed 8]
 
 It starts its own server (a subprocess, like production) on a free port with a temporary root.
+
+With `--compare`, it measures instead, in one run and on the same 17 real clips (jfk and LJSpeech): a bare
+faster-whisper loop (the yardstick: the same model directory, beam 5, VAD, all cores), our server, and any
+other OpenAI-compatible server given by URL. For each concurrency: audio seconds per second, p50/p95 latency,
+the worst health probe during the load, and peak memory (ours always; another server's when its process id
+is given). Servers are measured in alternating order over the repeats.
+
+    python benchmarks/bench_service.py --compare --concurrency 1,4,8,16 --repeats 2 \
+        [--url speaches=http://127.0.0.1:8001 --health speaches=/health --pid speaches=12345] \
+        [--server-env SLOWER_WHISPER_THROUGHPUT=true]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -116,7 +127,9 @@ class Server:
         self.proc.wait(60)
 
 
-def _load(url: str, files: list[tuple[str, bytes, float]], concurrency: int, requests: int) -> dict:
+def _load(
+    url: str, files: list[tuple[str, bytes, float]], concurrency: int, requests: int, model: str = "whisper-1"
+) -> dict:
     latencies: list[float] = []
     audio = 0.0
     with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
@@ -127,7 +140,7 @@ def _load(url: str, files: list[tuple[str, bytes, float]], concurrency: int, req
             r = client.post(
                 f"{url}/v1/audio/transcriptions",
                 files={"file": (name, data)},
-                data={"response_format": "json"},
+                data={"response_format": "json", "model": model},
             )
             r.raise_for_status()
             return time.perf_counter() - t0, seconds
@@ -260,8 +273,163 @@ def _serve(env: dict[str, str], workers: int, files: list[tuple[str, bytes, floa
     return out
 
 
+# ---------------------------------------------------------------- --compare: servers by URL beside ours
+
+COMPARE_FILES = [DATA / "en_read/jfk/jfk.flac"] + sorted((DATA / "en_read/ljspeech").glob("LJ001-00*.wav"))
+
+
+def _bare_loop(model: str, device: str, files: list[Path]) -> dict:
+    """The yardstick: faster-whisper itself over the files, one after another, in a fresh process."""
+    code = (
+        "import json, sys, time\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from faster_whisper import WhisperModel\n"
+        "from transcription import hardware, models\n"
+        "from transcription.config import load_settings\n"
+        f"s = load_settings({{}}, None, {{'WHISPER_MODEL': {model!r}, 'WHISPER_DEVICE': {device!r}}})\n"
+        "m = WhisperModel(str(models.resolve(s.model, s)), device=s.resolved_device(),\n"
+        "                 compute_type=s.resolved_compute_type(), cpu_threads=hardware.usable_cpus())\n"
+        f"files = {[str(f) for f in files]!r}\n"
+        "list(m.transcribe(files[0], beam_size=5, vad_filter=True)[0])\n"
+        "t0 = time.perf_counter()\n"
+        "for f in files:\n"
+        "    list(m.transcribe(f, beam_size=5, vad_filter=True)[0])\n"
+        "print(json.dumps({'wall_s': time.perf_counter() - t0}))\n"
+    )
+    env = server_env(model, device)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _probe(url: str, stop: threading.Event, worst: list[float]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.wait(0.25):
+            t0 = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                client.get(url)
+            worst[0] = max(worst[0], time.perf_counter() - t0)
+
+
+def _measure(
+    url: str,
+    health: str,
+    pid: int | None,
+    files: list[tuple[str, bytes, float]],
+    concurrency: int,
+    model: str,
+) -> dict:
+    """One load at one concurrency with the health probe and memory sampled alongside."""
+    stop, worst, peak = threading.Event(), [0.0], [0.0]
+    threads = [threading.Thread(target=_probe, args=(url + health, stop, worst), daemon=True)]
+    if pid is not None:
+
+        def sample() -> None:
+            while not stop.wait(0.2):
+                peak[0] = max(peak[0], _rss_mb(pid))
+
+        threads.append(threading.Thread(target=sample, daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        row = _load(url, files, concurrency, max(len(files), 2 * concurrency), model=model)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    row["worst_health_s"] = round(worst[0], 3)
+    row["peak_rss_mb"] = round(peak[0], 1) if pid is not None else None
+    return row
+
+
+def _compare(args: argparse.Namespace) -> dict:
+    files = [(f.name, f.read_bytes(), _duration(f)) for f in COMPARE_FILES]
+    audio_s = sum(d for _, _, d in files)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    bare = _bare_loop(args.model, args.device, COMPARE_FILES)
+    bare_rate = audio_s / bare["wall_s"]
+    print(json.dumps({"bare_loop_audio_s_per_s": round(bare_rate, 2)}))
+    env = dict(_env(args.model, args.device), **dict(kv.split("=", 1) for kv in args.server_env))
+    root = Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    ours = Server(root, env, args.workers, queue=256)
+    servers = {"slower-whisper": (ours.url, "/healthz", ours.proc.pid)}
+    pids = dict(kv.split("=", 1) for kv in args.pid)
+    healths = dict(kv.split("=", 1) for kv in args.health)
+    for kv in args.url:
+        name, url = kv.split("=", 1)
+        servers[name] = (
+            url.rstrip("/"),
+            healths.get(name, "/health"),
+            int(pids[name]) if name in pids else None,
+        )
+    rows: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in levels} for name in servers}
+    try:
+        for url, _, _ in servers.values():
+            _load(url, files[:1], 1, 2, model=args.request_model)  # warm-up
+        for rep in range(args.repeats):
+            order = list(servers) if rep % 2 == 0 else list(reversed(servers))
+            for name in order:
+                url, health, pid = servers[name]
+                for c in levels:
+                    row = _measure(url, health, pid, files, c, args.request_model)
+                    rows[name][c].append(row)
+                    print(json.dumps({"server": name, **row}))
+    finally:
+        ours.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    table = {}
+    for name, by_c in rows.items():
+        table[name] = []
+        for c, runs in by_c.items():
+            rate = statistics.median(r["audio_s_per_s"] for r in runs)
+            peaks = [r["peak_rss_mb"] for r in runs if r["peak_rss_mb"] is not None]
+            table[name].append(
+                {
+                    "concurrency": c,
+                    "audio_s_per_s": round(rate, 2),
+                    "x_bare": round(rate / bare_rate, 2),
+                    "p50_s": round(statistics.median(r["p50_s"] for r in runs), 3),
+                    "p95_s": round(statistics.median(r["p95_s"] for r in runs), 3),
+                    "worst_health_s": round(max(r["worst_health_s"] for r in runs), 3),
+                    "peak_rss_mb": max(peaks) if peaks else None,
+                }
+            )
+    return {
+        "bare_loop": {"audio_s": round(audio_s, 1), **bare, "audio_s_per_s": round(bare_rate, 2)},
+        "servers": table,
+    }
+
+
+def _markdown(result: dict) -> str:
+    lines = [
+        f"bare faster-whisper loop: {result['bare_loop']['audio_s_per_s']} audio-s/s",
+        "",
+        "| server | concurrency | audio-s/s | x bare | p50 | p95 | worst health probe | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in result["servers"].items():
+        for r in rows:
+            rss = f"{r['peak_rss_mb']:.0f} MiB" if r["peak_rss_mb"] else "n/a"
+            lines.append(
+                f"| {name} | {r['concurrency']} | {r['audio_s_per_s']} | {r['x_bare']} | {r['p50_s']} s "
+                f"| {r['p95_s']} s | {r['worst_health_s']} s | {rss} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--compare", action="store_true", help="bare loop, ours and --url servers side by side"
+    )
+    parser.add_argument(
+        "--url", action="append", default=[], help="NAME=URL of another OpenAI-compatible server"
+    )
+    parser.add_argument("--health", action="append", default=[], help="NAME=PATH of its health probe")
+    parser.add_argument("--pid", action="append", default=[], help="NAME=PID, to sample its memory")
+    parser.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for our server")
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--request-model", default="whisper-1", help="the `model` field sent")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2)
@@ -269,6 +437,14 @@ def main() -> int:
     parser.add_argument("--packed", type=int, default=0, help="also measure batch size N, alone and packed")
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "service.json")
     args = parser.parse_args()
+    if args.compare:
+        result = _compare(args)
+        result["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+        result["model"] = args.model
+        print(_markdown(result))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     env = _env(args.model, args.device)
     files = [(f.name, f.read_bytes(), _duration(f)) for f in FILES]
     audio_s = sum(d for _, _, d in files)
