@@ -85,9 +85,9 @@ class Engine:
         self.workers = workers
 
     @classmethod
-    def load(cls, settings: Settings, workers: int = 1) -> Engine:
-        """Load the model for `workers` concurrent transcriptions (on CPU they share the cores:
-        `hardware.cpu_threads`)."""
+    def load(cls, settings: Settings, workers: int = 1, *, whole_machine_each: bool = False) -> Engine:
+        """Load the model for `workers` concurrent transcriptions: on CPU they share the cores, or each may
+        use all of them (`whole_machine_each`, the service's choice; see `hardware.cpu_threads`)."""
         from faster_whisper import WhisperModel
 
         path = models.resolve(settings.model, settings)
@@ -100,7 +100,7 @@ class Engine:
                 device=device,
                 compute_type=compute_type,
                 num_workers=workers,
-                cpu_threads=hardware.cpu_threads(device, workers),
+                cpu_threads=hardware.cpu_threads(device, workers, whole_machine_each=whole_machine_each),
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise models.ModelError(

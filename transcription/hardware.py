@@ -84,13 +84,19 @@ def cuda_free_bytes() -> int | None:
         return None
 
 
-def cpu_threads(device: str, workers: int) -> int:
+def cpu_threads(device: str, workers: int, *, whole_machine_each: bool = False) -> int:
     """CTranslate2's intra-op threads per worker; 0 lets it choose.
 
-    On CPU the cores are divided between concurrent workers: its threads scale poorly on few cores, so
-    separate files in parallel use them better than one file on all of them.
+    A batch run keeps every worker busy, so on CPU the cores are divided between them: its threads scale
+    poorly on few cores, and separate files in parallel use them better than one file on all of them. The
+    service's load comes and goes (`whole_machine_each`): each worker gets every core, so a lone request
+    uses the whole machine, and concurrent ones share it (measured in docs/service.md).
     """
-    return max(1, usable_cpus() // workers) if device == "cpu" and workers > 1 else 0
+    if device != "cpu":
+        return 0
+    if whole_machine_each:
+        return usable_cpus()
+    return max(1, usable_cpus() // workers) if workers > 1 else 0
 
 
 # ---------------------------------------------------------------- batch size

@@ -7,6 +7,7 @@ state they share (`Service`) in state.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -136,7 +137,10 @@ async def _load(svc: Service) -> None:
     start = time.perf_counter()
     try:
         workers = hardware.service_engine_workers(svc.settings)
-        engine = await asyncio.to_thread(Engine.load, svc.settings, workers)
+        # Each request worker may use every core: a lone request gets the whole machine.
+        engine = await asyncio.to_thread(
+            functools.partial(Engine.load, svc.settings, workers, whole_machine_each=True)
+        )
         if svc.settings.diarize:  # speakers by default: their model is ready before /readyz says so
             from transcription import speakers
 

@@ -126,7 +126,8 @@ async def _audio(request: Request, svc: Service, task: str) -> Response:
         response_format = params.response_format(upload)
         # OpenAI's translations take no timestamp granularities: their verbose_json has segments only.
         granularities = params.granularities(upload) if task == "transcribe" else []
-        opts.word_timestamps = "word" in granularities
+        # Words only when this response shows them (the full document always does).
+        opts.word_timestamps = "word" in granularities or response_format == "slower_whisper_json"
         stream = params.stream(upload, response_format)
         speaker_opts = speaker_options.parse(upload, svc.settings, response_format)
         # Reference clips are decoded before a worker is taken: a bad one is a 400 that costs no place.

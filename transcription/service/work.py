@@ -54,9 +54,12 @@ def transcribe(
     from .speaker_options import SpeakerOptions
 
     settings = SpeakerOptions.from_dict(opts).apply(svc.settings)
-    # Speakers split segments by word times.
-    if (opts.get("word_timestamps") or settings.diarize) and not settings.word_timestamps:
-        settings = dataclasses.replace(settings, word_timestamps=True)
+    enrich = settings.enrich if opts.get("enrich") is None else bool(opts["enrich"])
+    # Word timings cost about a tenth of a decode: only when the response (`opts`), Stage 2 (rate, pauses)
+    # or speakers (segments split by word times) use them.
+    words = bool(opts.get("word_timestamps")) or enrich or settings.diarize
+    if words != settings.word_timestamps:
+        settings = dataclasses.replace(settings, word_timestamps=words)
     start = time.perf_counter()
     try:
         decoded = stage1.decode(src, wav)
@@ -75,7 +78,7 @@ def transcribe(
                 temperature=opts.get("temperature"),
                 task=opts.get("task"),
             ),
-            enrich=settings.enrich if opts.get("enrich") is None else bool(opts["enrich"]),
+            enrich=enrich,
             transcriber=_transcriber(svc, on_segment),
             known_speakers=known_speakers,
         )
