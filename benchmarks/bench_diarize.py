@@ -1,19 +1,15 @@
 """Speakers: how well and how fast the embedded diarizer finds them.
 
 - DER with pyannote.metrics (collar 0.25 s and 0, overlap scored) and the speaker-count error, on the phone
-  call (sample.rttm) and on conversations assembled from clips of different real speakers in ../shared/data;
+  call (sample.rttm) and on conversations of 2-5 real speakers assembled from single-speaker clips
+  (benchmarks/assemble.py says how; rebuild them with it), as recorded and through a telephone channel;
 - word-level speaker accuracy on the phone call against sample.stm (tiny.en words, our speakers);
 - speed: diarization x real time, and a whole transcription (tiny.en, CPU) with speakers against without;
 - memory: peak RSS of diarizing a long recording (`--long-minutes`, default 120) in a fresh process.
 
-Assembled conversations (rebuild them from this file): speakers LJSpeech's reader (LJ001-0001..0016),
-John F. Kennedy (jfk.flac), the LibriVox reader (5 clips), the EmoDB speaker (4 clips), the DeepSpeech Russian
-speaker (ru.wav); a conversation of N speakers takes the first N of that list and cycles through them for
-3 rounds, each turn the speaker's next clip (cycling when a speaker has fewer), all normalised to 16 kHz
-mono and joined with 0.5 s of silence. The reference turns are each clip's speech regions (Silero VAD on the
-clip alone) under its speaker, since the clips carry no turn annotations.
-
     python benchmarks/bench_diarize.py [--long-minutes 120] [--out benchmarks/results/diarize.json]
+
+Prints a Markdown table and the results as JSON; writes the JSON to --out with the machine it ran on.
 """
 
 from __future__ import annotations
@@ -26,59 +22,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from assemble import DATA, conversation, long_recording  # noqa: E402
 
 from transcription.audio import WavReader, normalize  # noqa: E402
 from transcription.config import Settings  # noqa: E402
 from transcription.diarize import Constraints, load  # noqa: E402
-from transcription.diarize.speech import speech_regions  # noqa: E402
 
-SPEAKERS = {
-    "lj": sorted((DATA / "en_read/ljspeech").glob("LJ001-00*.wav")),
-    "jfk": [DATA / "en_read/jfk/jfk.flac"],
-    "libri": sorted((DATA / "en_read/librivox_sense_and_sensibility").glob("*.wav")),
-    "emodb": sorted((DATA / "emotion/emodb_de").glob("*.wav")),
-    "ru": [DATA / "multilingual/ru/ru.wav"],
-}
 CALL = DATA / "multi_speaker/pyannote_sample"
-
-
-def _samples(path: Path, tmp: Path) -> np.ndarray:
-    out = tmp / f"{path.stem}.norm.wav"
-    if not out.exists():
-        normalize(path, out)
-    return WavReader(out).read()
-
-
-def _write(path: Path, samples: np.ndarray) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-
-
-def conversation(n: int, tmp: Path, rounds: int = 3) -> tuple[Path, list[tuple[str, float, float]]]:
-    names = list(SPEAKERS)[:n]
-    pause = np.zeros(8000, dtype=np.float32)
-    pieces, turns, t = [], [], 0.0
-    for r in range(rounds):
-        for name in names:
-            clips = SPEAKERS[name]
-            x = _samples(clips[r % len(clips)], tmp)
-            turns += [(name, t + a, t + b) for a, b in speech_regions(x)]
-            pieces += [x, pause]
-            t += (x.size + pause.size) / 16000
-    out = tmp / f"conversation-{n}.wav"
-    _write(out, np.concatenate(pieces))
-    return out, turns
 
 
 def _annotation(turns):
@@ -193,80 +151,144 @@ def speed(diarizer, wav: Path) -> dict:
     }
 
 
+def _rss_mb(field: str) -> str:
+    return f"int(next(l for l in open('/proc/self/status') if l.startswith('{field}:')).split()[1]) / 1024"
+
+
 def long_memory(minutes: float, tmp: Path) -> dict:
-    """A long recording: the 5-speaker conversation repeated; diarized in a fresh process for its peak RSS."""
-    wav, _ = conversation(5, tmp)
-    one = WavReader(wav).read()
-    repeats = max(1, int(minutes * 60 / (one.size / 16000)))
-    out = tmp / "long.wav"
-    with wave.open(str(out), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        block = (np.clip(one, -1, 1) * 32767).astype("<i2").tobytes()
-        for _ in range(repeats):
-            w.writeframes(block)
+    """A long recording of five speakers taking turns (assemble.long_recording), diarized in a fresh process:
+    its time, and the peak RSS while diarizing (the peak is reset after loading, so the model's own load
+    peak does not hide it)."""
+    wav, speakers = long_recording(minutes, tmp)
+    duration = WavReader(wav).duration
     code = (
-        "import json, resource, sys, time\n"
+        "import json, sys, time\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from pathlib import Path\n"
         "from transcription.audio import WavReader\n"
         "from transcription.config import Settings\n"
         "from transcription.diarize import Constraints, load\n"
         "d = load(Settings(device='cpu', diarize=True))\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "d.embed(__import__('numpy').zeros(16000, dtype='float32'))\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        f"loaded = {_rss_mb('VmRSS')}\n"
         "t0 = time.perf_counter()\n"
-        f"r = d.diarize(WavReader(__import__('pathlib').Path({str(out)!r})), Constraints())\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t0, 'speakers': len(r.speakers()),\n"
-        "  'rss_before_mb': base / 1024, 'peak_rss_mb': peak / 1024}))\n"
+        f"r = d.diarize(WavReader(Path({str(wav)!r})), Constraints())\n"
+        "seconds = time.perf_counter() - t0\n"
+        f"peak = {_rss_mb('VmHWM')}\n"
+        "n = len(r.speakers())\n"
+        "print(json.dumps({'seconds': seconds, 'speakers': n, 'loaded': loaded, 'peak': peak}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    duration = repeats * one.size / 16000
-    out.unlink()
+    wav.unlink()
     return {
         "audio_min": round(duration / 60, 1),
         "seconds": round(result["seconds"], 1),
         "x_realtime": round(duration / result["seconds"], 1),
+        "speakers_ref": speakers,
         "speakers_found": result["speakers"],
-        "rss_after_load_mb": round(result["rss_before_mb"], 1),
-        "peak_rss_mb": round(result["peak_rss_mb"], 1),
+        "rss_after_load_mb": round(result["loaded"], 1),
+        "peak_rss_mb": round(result["peak"], 1),
     }
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": __import__("torch").__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def table(results: dict) -> str:
+    rows = ["| recording | speakers (ref -> found) | DER collar 0.25 | DER collar 0 |", "|---|---|---|---|"]
+
+    def row(name: str, r: dict) -> None:
+        rows.append(
+            f"| {name} | {r['speakers_ref']} -> {r['speakers_found']} | {100 * r['der_collar_0.25']:.1f}% "
+            f"| {100 * r['der_collar_0.0']:.1f}% |"
+        )
+
+    for key, r in results["phone_call"].items():
+        if "der_collar_0.25" in r:
+            row(f"phone call, {key.replace('_', ' ')}", r)
+    for band, label in (("assembled", "assembled"), ("assembled_telephone", "assembled, telephone band")):
+        for key, r in results.get(band, {}).items():
+            row(f"{label}, {key.replace('_', ' ')}", r)
+    lines = ["\n".join(rows), ""]
+    w = results["phone_call"].get("word_speaker")
+    if w:
+        lines.append(
+            f"Word speaker accuracy on the call: {100 * w['accuracy']:.1f}% of {w['words_scored']} words"
+        )
+    sp = results.get("speed")
+    if sp:
+        lines.append(
+            f"Speed: {sp['diarize_x_realtime']}x real time on {sp['audio_s']} s; "
+            f"{100 * sp['diarize_share_of_transcribe']:.1f}% of tiny.en's transcription time; "
+            f"with speakers {sp['with_speakers_over_without']}x the time without"
+        )
+    for lo in (results.get("long_short"), results.get("long")):
+        if not lo:
+            continue
+        lines.append(
+            f"Long recording: {lo['audio_min']} min in {lo['seconds']} s ({lo['x_realtime']}x real time), "
+            f"speakers {lo['speakers_ref']} -> {lo['speakers_found']}, RSS {lo['rss_after_load_mb']} MB "
+            f"after loading, peak {lo['peak_rss_mb']} MB while diarizing"
+        )
+    m = results["machine"]
+    lines.append(
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, {m['date']}"
+    )
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--long-minutes", type=float, default=120.0)
+    parser.add_argument("--long-minutes", type=float, default=120.0, help="0 skips the long recording")
+    parser.add_argument("--no-speed", action="store_true", help="skip the transcription speed comparison")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "diarize.json")
     args = parser.parse_args()
     diarizer = load(Settings(device="cpu", diarize=True))
-    results: dict = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "diarizer": diarizer.name,
-    }
+    results: dict = {"machine": machine(), "diarizer": diarizer.name}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         call = tmp / "call-norm.wav"
         normalize(CALL / "sample.wav", call)
+        ref = call_reference()
         results["phone_call"] = {
-            "estimated": score(call_reference(), diarizer.diarize(WavReader(call), Constraints())),
-            "min_speakers_2": score(call_reference(), diarizer.diarize(WavReader(call), Constraints(min=2))),
+            "estimated": score(ref, diarizer.diarize(WavReader(call), Constraints())),
+            "min_speakers_2": score(ref, diarizer.diarize(WavReader(call), Constraints(min=2))),
+            "num_speakers_2": score(ref, diarizer.diarize(WavReader(call), Constraints(num=2))),
             "word_speaker": word_accuracy(diarizer, tmp, Constraints(min=2)),
         }
-        results["assembled"] = {}
-        for n in (2, 3, 4, 5):
-            wav, reference = conversation(n, tmp)
-            results["assembled"][f"{n}_speakers"] = score(
-                reference, diarizer.diarize(WavReader(wav), Constraints())
-            )
-        wav, _ = conversation(5, tmp)
-        results["speed"] = speed(diarizer, wav)
+        for band, narrow in (("assembled", False), ("assembled_telephone", True)):
+            results[band] = {}
+            for n in (2, 3, 4, 5):
+                wav, reference = conversation(n, tmp, narrowband=narrow)
+                results[band][f"{n}_speakers"] = score(
+                    reference, diarizer.diarize(WavReader(wav), Constraints())
+                )
+        if not args.no_speed:
+            wav, _ = conversation(5, tmp)
+            results["speed"] = speed(diarizer, wav)
         if args.long_minutes > 0:
+            # A twelfth of the length too: memory that stays flat peaks alike on both.
+            results["long_short"] = long_memory(args.long_minutes / 12, tmp)
             results["long"] = long_memory(args.long_minutes, tmp)
+    print(table(results))
     print(json.dumps(results, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -24,6 +24,7 @@ from transcription.diarize import (
     name_speakers,
     pyannote_backend,
 )
+from transcription.errors import UsageError
 
 pytestmark = pytest.mark.needs_data
 
@@ -103,16 +104,39 @@ def test_assembled_conversation_of_three_real_speakers(diarizer, tmp_path: Path)
     assert result.method == "embedded"
     assert len(result.speakers()) == 3, result.speakers()
     assert result.speakers() == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_02"]  # order of first appearance
-    assert der(reference, result) < 0.10
+    assert der(reference, result) < 0.10  # measured 0.0
+    assert set(result.centroids) == set(result.speakers())
+    for vector in result.centroids.values():
+        assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
     # The counts are obeyed.
     assert len(diarizer.diarize(WavReader(wav), Constraints(num=2)).speakers()) == 2
     assert len(diarizer.diarize(WavReader(wav), Constraints(min=4)).speakers()) >= 4
+    assert len(diarizer.diarize(WavReader(wav), Constraints(max=2)).speakers()) <= 2
+
+
+def test_two_men_and_four_speakers_are_counted(diarizer, tmp_path: Path) -> None:
+    # Two male voices (English and German) taking turns.
+    parts = [("jfk", JFK), ("emo", EMO[0]), ("jfk", JFK), ("emo", EMO[1]), ("emo", EMO[2])]
+    wav, reference = assemble(tmp_path, parts)
+    result = diarizer.diarize(WavReader(wav), Constraints())
+    assert len(result.speakers()) == 2, result.speakers()
+    assert der(reference, result) < 0.10  # measured 0.0
+    # Four: two women reading, two men.
+    parts = [("lj", LJ[0]), ("jfk", JFK), ("libri", LIBRI[0]), ("emo", EMO[0]), ("emo", EMO[1])]
+    parts += [("lj", LJ[1]), ("libri", LIBRI[1]), ("emo", EMO[2]), ("emo", EMO[3]), ("jfk", JFK)]
+    wav, reference = assemble(tmp_path, parts)
+    result = diarizer.diarize(WavReader(wav), Constraints())
+    assert len(result.speakers()) == 4, result.speakers()
+    assert der(reference, result) < 0.10  # measured 0.0
 
 
 def test_one_speaker_gets_one_label(diarizer, tmp_path: Path) -> None:
     wav, _ = assemble(tmp_path, [("lj", p) for p in LJ[:4]])
     assert diarizer.diarize(WavReader(wav), Constraints()).speakers() == ["SPEAKER_00"]
-    assert diarizer.diarize(_wav(tmp_path, JFK), Constraints()).speakers() == ["SPEAKER_00"]
+    # jfk.flac is two-channel with the same voice on both: one speaker from the mix, not one per channel.
+    alone = diarizer.diarize(_wav(tmp_path, JFK), Constraints(), source=JFK)
+    assert alone.speakers() == ["SPEAKER_00"] and alone.method == "embedded"
+    assert not alone.warnings
 
 
 def test_silence_and_very_short_audio(diarizer, tmp_path: Path) -> None:
@@ -135,6 +159,9 @@ def test_stereo_call_is_one_speaker_per_channel(diarizer, tmp_path: Path) -> Non
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(mono), "-ac", "2", str(dual)], check=True)
     assert diarizer.diarize(_wav(tmp_path, mono), Constraints(), source=mono).method == "embedded"
     assert diarizer.diarize(_wav(tmp_path, dual), Constraints(), source=dual).method == "embedded"
+    # A count that rules out two speakers is not answered with one per channel.
+    single = diarizer.diarize(_wav(tmp_path, STEREO), Constraints(max=1), source=STEREO)
+    assert single.method == "embedded" and len(single.speakers()) == 1
 
 
 def test_phone_call_with_two_speakers(diarizer, tmp_path: Path) -> None:
@@ -142,9 +169,15 @@ def test_phone_call_with_two_speakers(diarizer, tmp_path: Path) -> None:
     for line in (CALL / "sample.rttm").read_text().splitlines():
         p = line.split()
         reference.append((p[7], float(p[3]), float(p[3]) + float(p[4])))
-    result = diarizer.diarize(_wav(tmp_path, CALL / "sample.wav"), Constraints(min=2))
-    assert len(result.speakers()) == 2
-    assert der(reference, result) < 0.30  # measured 0.15-0.2 (docs/speakers.md)
+    wav = _wav(tmp_path, CALL / "sample.wav")
+    # Its two voices are too alike in this embedding for the count to be estimated (docs/speakers.md):
+    # with the count given, the turns are found.
+    for constraints in (Constraints(min=2), Constraints(num=2)):
+        result = diarizer.diarize(wav, constraints)
+        assert len(result.speakers()) == 2
+        assert der(reference, result) < 0.10  # measured 0.029 (collar 0.25)
+        assert der(reference, result, collar=0.0) < 0.30  # measured 0.18
+    assert len(diarizer.diarize(wav, Constraints()).speakers()) in (1, 2)
 
 
 def test_references_name_speakers(diarizer, tmp_path: Path) -> None:
@@ -158,10 +191,22 @@ def test_references_name_speakers(diarizer, tmp_path: Path) -> None:
     assert set(named.centroids) == set(named.speakers())
 
 
-def test_pyannote_is_refused_clearly_without_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pyannote.audio") is not None:
-        pytest.skip("pyannote.audio is installed here")
-    with pytest.raises(PyannoteUnavailable, match="pip install 'slower-whisper\\[pyannote\\]'"):
-        pyannote_backend.load("pyannote/speaker-diarization-community-1", "token", "cpu")
+def test_pyannote_is_refused_clearly_without_its_package(tmp_path: Path) -> None:
+    hub = "pyannote/speaker-diarization-community-1"
+    if not pyannote_backend.installed():
+        with pytest.raises(PyannoteUnavailable, match="pip install 'slower-whisper\\[pyannote\\]'"):
+            pyannote_backend.load(hub, "token", "cpu")
+        # Through the settings too, as the CLI and the service load it (a UsageError: exit 2).
+        with pytest.raises(UsageError, match="pyannote.audio is not installed"):
+            load(Settings(device="cpu", diarize=True, diarization_model=hub))
+    # Every missing piece is named with its fix, whether or not the package is here.
+    with pytest.raises(PyannoteUnavailable, match="pyannote.audio is not installed.*HF_TOKEN is not set"):
+        pyannote_backend.check(hub, None, installed=False)
+    with pytest.raises(PyannoteUnavailable, match="HF_TOKEN is not set") as excinfo:
+        pyannote_backend.check(hub, None, installed=True)
+    assert "not installed" not in str(excinfo.value)
+    pyannote_backend.check(hub, "token", installed=True)  # all there: the pipeline is then loaded
+    # A local folder needs no token, but it must exist.
+    with pytest.raises(PyannoteUnavailable, match="no such pipeline folder"):
+        pyannote_backend.check(str(tmp_path / "missing"), None, installed=True)
+    pyannote_backend.check(str(tmp_path), None, installed=True)

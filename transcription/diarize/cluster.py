@@ -1,11 +1,17 @@
-"""Grouping speaker embeddings: spectral clustering with an eigengap speaker count, then centroids.
+"""Grouping speaker embeddings: how many voices there are, and which window is whose.
 
-Affinities are cosine similarities, each row pruned to its strongest neighbours (so that one loud
-similarity structure dominates and noise does not) and symmetrised. The number of speakers is where the
-normalised Laplacian's eigenvalues jump most, within the allowed range; k-means on the leading eigenvectors
-gives the groups. Only up to MAX_POINTS windows are clustered (evenly picked, so a long recording costs no
-more than this); every window is then given to its nearest centroid, twice, so centroids reflect all of it.
-Groups whose centroids are nearly the same voice are merged (one speaker recorded in two moods or rooms).
+The count comes from the voices themselves rather than from an eigengap: the windows are over-clustered
+(spectral clustering into 12-20 groups, more than there are voices), then the two most similar groups are
+merged while their centroids are at least SAME_VOICE alike, and a group too small to trust (MIN_SHARE of the
+windows, at least MIN_WINDOWS) joins its nearest neighbour. Measured in docs/speakers.md: centroids of two
+different voices stay at or below 0.70 (0.64 on wideband speech), while one voice split in two stays at or
+above 0.77, so the threshold sits in that gap. A count outside the allowed range, or a fixed count, is
+clustered directly into that many groups (spectral clustering, k-means on the leading eigenvectors).
+
+Only windows that lie wholly inside speech are clustered when there are enough of them: a window centred on
+a short burst is mostly the silence around it, and its embedding drifts away from the voice. Only up to
+MAX_POINTS windows are clustered (evenly picked, so a long recording costs no more than this); every window
+is then given to its nearest centroid, twice, so the centroids reflect all of it.
 """
 
 from __future__ import annotations
@@ -13,38 +19,98 @@ from __future__ import annotations
 import numpy as np
 
 MAX_POINTS = 600
-PRUNE_FRACTION = 0.25  # neighbours kept per row, as a share of the windows
-SAME_VOICE = 0.70  # centroids this similar are one speaker (d-vectors; measured in docs/speakers.md)
+PRUNE_FRACTION = 0.25  # neighbours kept per row of the affinity, as a share of the windows
+SAME_VOICE = 0.74  # centroids at least this alike are one voice (d-vectors; docs/speakers.md)
+MIN_WINDOWS = 3  # a voice needs at least this many windows (about 2 s of speech) to be counted on its own
+MIN_SHARE = 0.02  # ... and at least this share of the windows
+MAX_GROUPS = 20  # over-clustering never goes beyond this many groups
 
 
 def cluster(
-    vectors: np.ndarray, num: int | None, low: int | None, high: int | None, seed: int = 0
+    vectors: np.ndarray,
+    num: int | None,
+    low: int | None,
+    high: int | None,
+    reliable: np.ndarray | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (n,) and unit-norm centroids (k, d) for unit-norm `vectors` (n, d)."""
+    """Labels (n,) and unit-norm centroids (k, d) for unit-norm `vectors` (n, d).
+
+    `reliable` marks the windows to cluster on (the rest only take the nearest centroid), used when at least
+    half of the windows, and six or more, are reliable."""
     n = vectors.shape[0]
     if n == 0:
         return np.zeros(0, dtype=int), np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    low = max(1, low or 1)
-    high = min(high or 20, n)
-    if num is not None:
-        low = high = min(num, n)
-    if n <= 2 or high <= 1:
-        return _finish(vectors, np.zeros(n, dtype=int))
+    basis = np.arange(n)
+    if reliable is not None and reliable.sum() >= max(6, n / 2):
+        basis = np.flatnonzero(reliable)
+    if basis.size > MAX_POINTS:
+        basis = basis[np.linspace(0, basis.size - 1, MAX_POINTS).round().astype(int)]
+    sample = vectors[basis]
     rng = np.random.default_rng(seed)
-    pick = np.linspace(0, n - 1, MAX_POINTS).round().astype(int) if n > MAX_POINTS else np.arange(n)
-    sample = vectors[pick]
-    k, embedding = _spectral(sample, low, high)
-    labels = _kmeans(embedding, k, rng)
-    centroids = _centroids(sample, labels, k)
+
+    low = max(1, low or 1)
+    high = max(1, min(high or MAX_GROUPS, sample.shape[0]))
+    if num is not None:
+        low = high = max(1, min(num, sample.shape[0]))
+    if low == high:
+        labels = _fixed(sample, low, rng)
+    else:
+        labels = _estimated(sample, rng, high)
+        found = int(labels.max()) + 1
+        if not low <= found <= high:
+            labels = _fixed(sample, min(max(found, low), high), rng)
+    centroids = _centroids(sample, labels, int(labels.max()) + 1)
     for _ in range(2):  # every window to its nearest voice, with centroids from all of them
         labels = np.argmax(vectors @ centroids.T, axis=1)
         centroids = _centroids(vectors, labels, centroids.shape[0])
-    if num is None:
-        labels = _merge_same_voice(vectors, labels, low)
     return _finish(vectors, labels)
 
 
-def _spectral(x: np.ndarray, low: int, high: int) -> tuple[int, np.ndarray]:
+def _fixed(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    if k <= 1 or x.shape[0] <= 2:
+        return np.zeros(x.shape[0], dtype=int)
+    return _kmeans(_spectral(x, k), k, rng)
+
+
+def _estimated(x: np.ndarray, rng: np.random.Generator, high: int) -> np.ndarray:
+    """Labels with as many groups as there are voices: over-cluster, then merge groups of one voice."""
+    n = x.shape[0]
+    min_size = max(MIN_WINDOWS, int(np.ceil(MIN_SHARE * n)))
+    start = min(MAX_GROUPS, max(high, 12), n // min_size)
+    if start <= 1:
+        return np.zeros(n, dtype=int)
+    labels = _kmeans(_spectral(x, start), start, rng)
+    labels = np.argmax(x @ _centroids(x, labels, start).T, axis=1)
+    return _finish(x, _merge(x, labels, min_size))[0]
+
+
+def _merge(x: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Merge the most alike pair while they sound like one voice; a group under min_size joins its nearest."""
+    labels = labels.copy()
+    while True:
+        present = np.unique(labels)
+        if present.size <= 1:
+            return labels
+        sizes = np.array([np.count_nonzero(labels == j) for j in present])
+        centroids = _centroids(x, np.searchsorted(present, labels), present.size)
+        sims = centroids @ centroids.T
+        np.fill_diagonal(sims, -np.inf)
+        smallest = int(np.argmin(sizes))
+        if sizes[smallest] < min_size:
+            i, j = smallest, int(np.argmax(sims[smallest]))
+        else:
+            i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            if sims[i, j] < SAME_VOICE:
+                return labels
+        labels[labels == present[i]] = present[j]
+
+
+def _spectral(x: np.ndarray, k: int) -> np.ndarray:
+    """The k leading eigenvectors of the normalised Laplacian of pruned cosine affinities, rows unit-norm.
+
+    Each row keeps its strongest PRUNE_FRACTION of neighbours (so the strong structure dominates and noise
+    does not), then the affinity is symmetrised."""
     sim = np.clip(x @ x.T, 0.0, 1.0)
     n = sim.shape[0]
     keep = max(2, int(np.ceil(PRUNE_FRACTION * n)))
@@ -57,18 +123,9 @@ def _spectral(x: np.ndarray, low: int, high: int) -> tuple[int, np.ndarray]:
     degree = affinity.sum(axis=1)
     inv = 1.0 / np.sqrt(np.maximum(degree, 1e-10))
     laplacian = np.eye(n) - inv[:, None] * affinity * inv[None, :]
-    values, vecs = np.linalg.eigh(laplacian)
-    # One speaker is not decided here (the eigengap of a single voice is noise): at least two groups are
-    # formed, and groups of one voice are merged afterwards by centroid similarity.
-    low = max(2, low)
-    if low >= high:
-        k = high
-    else:
-        gaps = np.diff(values[: high + 1])  # gaps[i]: between eigenvalue i and i + 1 -> i + 1 groups
-        k = int(np.argmax(gaps[low - 1 : high]) + low)
+    _, vecs = np.linalg.eigh(laplacian)
     embedding = vecs[:, :k]
-    norms = np.linalg.norm(embedding, axis=1, keepdims=True)
-    return k, embedding / np.maximum(norms, 1e-10)
+    return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-10)
 
 
 def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 8) -> np.ndarray:
@@ -96,6 +153,7 @@ def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 8) ->
 
 
 def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Unit-norm mean of each group 0..k-1 that has members (empty groups are left out)."""
     out = []
     for j in range(k):
         members = x[labels == j]
@@ -103,21 +161,6 @@ def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
             mean = members.mean(axis=0)
             out.append(mean / max(float(np.linalg.norm(mean)), 1e-9))
     return np.array(out, dtype=np.float32).reshape(len(out), x.shape[1])
-
-
-def _merge_same_voice(x: np.ndarray, labels: np.ndarray, low: int) -> np.ndarray:
-    labels = labels.copy()
-    while True:
-        present = [int(j) for j in np.unique(labels)]
-        if len(present) <= low:
-            return labels
-        c = _centroids(x, labels, max(present) + 1)  # rows follow `present` (empty groups are left out)
-        sims = c @ c.T
-        np.fill_diagonal(sims, -1.0)
-        i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
-        if sims[i, j] < SAME_VOICE:
-            return labels
-        labels[labels == present[j]] = present[i]
 
 
 def _finish(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

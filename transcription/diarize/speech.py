@@ -6,7 +6,7 @@ import numpy as np
 
 from transcription.audio import SAMPLE_RATE, WavReader
 
-BLOCK_S = 600.0  # VAD runs on 10-minute blocks: memory stays flat on a 2-hour recording
+BLOCK_S = 120.0  # VAD runs on 2-minute blocks: memory stays flat (and small) on a 2-hour recording
 MIN_SPEECH_S = 0.25
 
 
