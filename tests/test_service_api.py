@@ -150,14 +150,7 @@ def test_bad_requests_are_json_errors(main_server: Server) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-def _wait_job(server: Server, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers()).json()
-        if record["status"] in ("succeeded", "failed"):
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
+_wait_job = support.wait_job
 
 
 @pytest.mark.needs_data

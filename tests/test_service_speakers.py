@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 import wave
 from pathlib import Path
 
@@ -154,7 +153,7 @@ def test_job_with_speakers_and_rttm_result(main_server: Server) -> None:
         )
     assert r.status_code == 202, r.text
     job = r.json()["id"]
-    status = _wait_job(main_server, job)
+    status = support.wait_job(main_server, job, timeout=200)
     assert status["status"] == "succeeded", status
     doc = httpx.get(
         f"{main_server.url}/v1/jobs/{job}/result?format=json", headers=main_server.headers()
@@ -164,16 +163,6 @@ def test_job_with_speakers_and_rttm_result(main_server: Server) -> None:
     assert rttm.status_code == 200 and rttm.text.startswith("SPEAKER ")
     vtt = httpx.get(f"{main_server.url}/v1/jobs/{job}/result?format=vtt", headers=main_server.headers()).text
     assert "<v SPEAKER_0" in vtt
-
-
-def _wait_job(server: Server, job_id: str, timeout: float = 200) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers()).json()
-        if record["status"] in ("succeeded", "failed"):
-            return record
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 def test_openai_error_type_for_speaker_errors(main_server: Server) -> None:

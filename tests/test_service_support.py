@@ -225,3 +225,14 @@ class CallbackReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def wait_job(server: Server, job_id: str, timeout: float = 120) -> dict:
+    """The job's record once it has succeeded or failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers()).json()
+        if record["status"] in ("succeeded", "failed"):
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish")
