@@ -145,6 +145,27 @@ def test_no_turns_means_no_speakers_and_the_warning_is_kept(call_doc: dict) -> N
     assert "speakers: no speech found" in doc["meta"]["warnings"]
 
 
+def test_a_failed_diarization_keeps_the_transcript_and_fails_the_input(call_doc: dict) -> None:
+    from concurrent.futures import Future
+
+    from transcription.diarize import DiarizationError
+
+    doc = copy.deepcopy(call_doc)
+    settings = Settings(device="cpu", diarize=True)
+    speakers.attach(doc, _reference(_reference_turns()), settings, 0.1)  # speakers from an earlier run
+    job: Future = Future()
+    job.set_exception(DiarizationError("MemoryError: no room for the embeddings"))
+    speakers.add(doc, job, settings)
+    schema.validate(doc)
+    assert "speakers" not in doc and all("speaker" not in seg for seg in doc["segments"])
+    assert [s["text"].split() for s in doc["segments"]] == [s["text"].split() for s in call_doc["segments"]]
+    assert doc["meta"]["diarization"]["status"] == "failed" and not speakers.current(doc, settings)
+    error = speakers.failure(doc)
+    assert isinstance(error, speakers.DiarizationFailed) and "no room for the embeddings" in str(error)
+    assert any(w.startswith("speakers: diarization failed") for w in doc["meta"]["warnings"])
+    assert speakers.failure(call_doc) is None
+
+
 def test_stage2_levels_and_rendering_are_per_speaker(call_doc: dict, tmp_path: Path) -> None:
     from transcription.audio import WavReader, normalize
 

@@ -218,9 +218,9 @@ class Processor:
     def succeeded(self, inp: Input, duration: float, doc: dict[str, Any]) -> None:
         """Record a written input: a failed diarization still fails it (the transcript is kept, and the
         next run adds the speakers without transcribing again)."""
-        error = speakers.failed(doc)
+        error = speakers.failure(doc)
         if error is not None:
-            self._failed(inp, speakers.DiarizationFailed(f"speakers: {error}"))
+            self._failed(inp, error)
         else:
             self._succeeded(inp, duration, doc)
 
@@ -388,14 +388,13 @@ def _refinish_one(layout: Layout, settings: Settings, inp: Input, doc: dict, rep
             speakers.add(doc, speakers.start(settings, wav, source), settings)
         # Segments split at speaker changes have no Stage 2 state yet: an enriched transcript stays whole.
         enrich = settings.enrich or (diarized and "enrichment" in doc["meta"])
-        if enrich:
-            doc = document.finish(doc, audio.WavReader(wav), _with_enrich(settings), enrich=True)
-        else:
-            doc = document.finish(doc, audio.WavReader(wav), settings, enrich=False)
+        doc = document.finish(
+            doc, audio.WavReader(wav), _with_enrich(settings) if enrich else settings, enrich=enrich
+        )
         document.write(layout, inp.stem, doc)
-        error = speakers.failed(doc) if diarized else None
+        error = speakers.failure(doc) if diarized else None
         if error is not None:
-            raise speakers.DiarizationFailed(f"speakers: {error}")
+            raise error
         if diarized:
             report.speakers_added.append(inp.rel)
         if enrich:

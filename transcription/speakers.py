@@ -118,8 +118,7 @@ def attach(doc: dict[str, Any], result: Diarization, settings: Settings, seconds
         "splits": splits,
     }
     meta.setdefault("timings", {})["diarize"] = round(seconds, 4)
-    warnings = [w for w in meta.get("warnings", []) if not w.startswith("speakers:")]
-    meta["warnings"] = warnings + [f"speakers: {w}" for w in result.warnings]
+    _warn(meta, result.warnings)
 
 
 def mark_failed(doc: dict[str, Any], settings: Settings, error: str) -> None:
@@ -129,15 +128,20 @@ def mark_failed(doc: dict[str, Any], settings: Settings, error: str) -> None:
         "error": error,
         "settings": settings.diarization_fields(),
     }
-    warnings = [w for w in doc["meta"].get("warnings", []) if not w.startswith("speakers:")]
-    doc["meta"]["warnings"] = warnings + [f"speakers: diarization failed: {error}"]
+    _warn(doc["meta"], [f"diarization failed: {error}"])
 
 
-def failed(doc: dict[str, Any]) -> str | None:
-    """The error of a diarization that failed on this document, if it did."""
+def _warn(meta: dict[str, Any], lines: list[str]) -> None:
+    """This diarization's warnings in place of an earlier one's."""
+    kept = [w for w in meta.get("warnings", []) if not w.startswith("speakers:")]
+    meta["warnings"] = kept + [f"speakers: {line}" for line in lines]
+
+
+def failure(doc: dict[str, Any]) -> DiarizationFailed | None:
+    """The error that fails this document's input when its diarization failed (the transcript is kept)."""
     info = doc.get("meta", {}).get("diarization")
     if isinstance(info, dict) and info.get("status") == "failed":
-        return str(info.get("error") or "diarization failed")
+        return DiarizationFailed(f"speakers could not be found: {info.get('error') or 'diarization failed'}")
     return None
 
 

@@ -82,8 +82,8 @@ def transcribe(
             transcriber=_transcriber(svc, on_segment),
             known_speakers=known_speakers,
         )
-        if settings.diarize and (error := speakers.failed(doc)) is not None:
-            raise speakers.DiarizationFailed(f"speakers could not be found: {error}")
+        if settings.diarize and (error := speakers.failure(doc)) is not None:
+            raise error
     except Abandoned:
         svc.metrics.transcriptions.labels("abandoned").inc()
         raise
