@@ -79,7 +79,7 @@ def parse_options(settings: Settings, upload: Upload) -> Options:
         language=_language(upload.get("language")),
         prompt=upload.get("prompt") or None,
         temperature=_temperature(upload.get("temperature")),
-        enrich=_enrich(upload.get("enrich")),
+        enrich=upload.get_bool("enrich"),
     )
 
 
@@ -110,13 +110,7 @@ def check_task(task: str, multilingual: bool, model: str) -> None:
 def stream(upload: Upload, response_format: str) -> bool:
     """The `stream` field: Server-Sent Events of the text as it is decoded, for the text formats only
     (json, text), as OpenAI streams them; the timed and whole-document formats need the whole file."""
-    raw = upload.get("stream")
-    if raw in (None, ""):
-        return False
-    lowered = raw.strip().lower()
-    if lowered not in ("true", "false", "1", "0"):
-        raise ApiError(400, "stream must be true or false", "invalid_value", param="stream")
-    if lowered in ("false", "0"):
+    if not upload.get_bool("stream"):
         return False
     if response_format not in STREAM_FORMATS:
         raise ApiError(
@@ -151,15 +145,6 @@ def _temperature(raw: str | None) -> float | None:
             400, "temperature must be a number between 0 and 1", "invalid_value", param="temperature"
         )
     return temperature
-
-
-def _enrich(raw: str | None) -> bool | None:
-    if raw in (None, ""):
-        return None
-    lowered = raw.strip().lower()
-    if lowered not in ("true", "false", "1", "0"):
-        raise ApiError(400, "enrich must be true or false", "invalid_value", param="enrich")
-    return lowered in ("true", "1")
 
 
 def response_format(upload: Upload) -> str:

@@ -48,7 +48,7 @@ class SpeakerOptions:
 
 def parse(upload: Upload, settings: Settings, response_format: str) -> SpeakerOptions:
     """`diarize`, `num_speakers`, `min_speakers`, `max_speakers`; `diarized_json` implies `diarize`."""
-    diarize = _bool(upload.get("diarize"), "diarize")
+    diarize = upload.get_bool("diarize")
     if response_format == "diarized_json":
         if diarize is False:
             raise ApiError(
@@ -167,15 +167,6 @@ def _decode_reference(name: str, data_url: str, scratch: Path) -> np.ndarray:
         if not REFERENCE_MIN_S <= duration <= REFERENCE_MAX_S + 0.05:
             raise refused(f"the clip lasts {duration:.1f} s; it must last 2 to 10 seconds")
         return audio.WavReader(wav).read()
-
-
-def _bool(raw: str | None, name: str) -> bool | None:
-    if raw in (None, ""):
-        return None
-    lowered = raw.strip().lower()
-    if lowered not in ("true", "false", "1", "0"):
-        raise ApiError(400, f"{name} must be true or false", "invalid_value", param=name)
-    return lowered in ("true", "1")
 
 
 def _count(raw: str | None, name: str) -> int | None:

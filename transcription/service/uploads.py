@@ -55,6 +55,16 @@ class Upload:
     def get_all(self, name: str) -> list[str]:
         return self.fields.get(name, [])
 
+    def get_bool(self, name: str) -> bool | None:
+        """A true/false field (also 1/0); None when absent or empty; anything else is a 400 naming it."""
+        raw = self.get(name)
+        if raw in (None, ""):
+            return None
+        lowered = raw.strip().lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ApiError(400, f"{name} must be true or false", "invalid_value", param=name)
+        return lowered in ("true", "1")
+
 
 class _Receiver:
     """python-multipart callbacks that route the file part to disk and fields to memory."""
