@@ -316,3 +316,15 @@ def test_timeline_finds_covering_and_nearest_turns() -> None:
     assert timeline.speaker_of(11.8, 13.5) == "B"
     assert timeline.speaker_of(20.0, 20.0) == "B"  # after everything: the turn that ended last
     assert _Timeline([]).speaker_of(1.0, 2.0) is None
+
+
+def test_enrich_command_is_stage2_alone_even_with_diarization_on(tmp_path: Path) -> None:
+    root = _root_with(tmp_path, (DATA / "en_read" / "jfk" / "jfk.flac", "jfk.flac"))
+    assert run_cli("transcribe", "--root", str(root), env=tiny_env()).returncode == 0
+    env = tiny_env(ENABLE_DIARIZATION="true", ENABLE_EMOTION="false")
+    result = run_cli("enrich", "--root", str(root), env=env)
+    assert result.returncode == 0, result.stderr
+    report = load_json(root / ".slower-whisper" / "last-run.json")
+    assert report["enriched"] == ["jfk.flac"] and report["speakers_added"] == []
+    doc = load_json(root / "whisper_json" / "jfk.json")
+    assert "speakers" not in doc and all("audio_state" in seg for seg in doc["segments"])

@@ -409,7 +409,8 @@ def _refinish_one(layout: Layout, settings: Settings, inp: Input, doc: dict, rep
 def run_enrich(settings: Settings, *, stop: threading.Event | None = None) -> RunReport:
     """`slower-whisper enrich`: Stage 2 alone on finished transcripts, redoing missing or failed features."""
     stop = stop or threading.Event()
-    settings = _with_enrich(settings)
+    # Stage 2 alone: speakers are `transcribe --diarize`'s, even where ENABLE_DIARIZATION is set for all pods.
+    settings = replace(_with_enrich(settings), diarize=False)
     layout = prepare_root(settings)
     report = _new_report("enrich", None)
     by_stem = {i.stem: i for i in layout.discover()}
