@@ -195,6 +195,8 @@ _RAW_BY_NAME = {
     "log_level": "DEBUG",
     "log_format": "json",
     "task": "translate",
+    "language_detection": "file",
+    "languages": "en,de",
     "num_speakers": "3",
     "min_speakers": "2",
     "max_speakers": "4",
@@ -225,15 +227,22 @@ def test_fingerprint_comes_from_the_declaration_and_is_unchanged() -> None:
     from transcription.config import SETTINGS, Settings
 
     settings = Settings(device="cpu")
-    # The task is recorded only when it is not the default, so that older transcripts stay current.
+    # The task is recorded only when it is not the default, so that older transcripts stay current; the
+    # languages only when restricted. Detection per chunk is recorded where it changes a transcript (auto on a
+    # multilingual model), so transcripts detected once per file are made again.
     declared = [n for n, s in SETTINGS.items() if s.fingerprint]
-    assert list(settings.fingerprint_fields()) == [n for n in declared if n != "task"]
+    assert list(settings.fingerprint_fields()) == [n for n in declared if n not in ("task", "languages")]
     assert Settings(device="cpu", task="translate").fingerprint_fields()["task"] == "translate"
+    assert Settings(device="cpu", languages=("de", "en")).fingerprint_fields()["languages"] == "de,en"
+    english = Settings(device="cpu", model="tiny.en").fingerprint_fields()
+    assert "language_detection" not in english and "languages" not in english
+    assert "language_detection" not in Settings(device="cpu", language="de").fingerprint_fields()
     # The exact values: outputs written before the declaration existed must stay current.
     assert settings.fingerprint_fields() == {
         "model": "large-v3",
         "compute_type": "int8",
         "language": "auto",
+        "language_detection": "chunk",
         "batch_size": 1,
         "beam_size": 5,
         "word_timestamps": True,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import fw_internals, hardware, models
+from . import fw_internals, hardware, languages, models, recovery
 from .audio import SAMPLE_RATE, WavReader
 from .config import DECODING_FIELDS, DECODING_META_FIELDS, Settings, english_only_message
 from .schema import Segment, Word, sanitize
@@ -37,6 +37,9 @@ class AsrOptions:
     initial_prompt: str | None = None
     temperature: float | None = None  # None: Whisper's temperature fallback schedule
     task: str = "transcribe"  # or "translate" (into English)
+    language_detection: str = languages.CHUNK  # with language None: per speech chunk, or once per file
+    languages: tuple[str, ...] | None = None  # detection chooses among these (None: any)
+    recover: bool = True  # decode lost speech and loops again (off for live partials, redone anyway)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> AsrOptions:
@@ -60,6 +63,33 @@ class AsrResult:
     duration: float
     segments: list[Segment]
     warnings: list[str] = field(default_factory=list)
+    lost: list[tuple[float, float]] = field(default_factory=list)  # speech without text, after a retry
+    retried: int = 0  # stretches decoded again by the loss detector
+    recovered: int = 0  # ... of which gave text
+
+
+def main_language(
+    segments: list[Segment], spans: list[tuple[str, float | None, float]], fixed: str | None
+) -> tuple[str | None, float | None]:
+    """A transcription's language and its probability: the language with the most transcribed speech (else the
+    most detected speech); the probability is its spans' mean, weighted by length (1.0 when fixed)."""
+    ranked = languages.summary(segments)
+    seconds: dict[str, float] = {}
+    for code, _, length in spans:
+        seconds[code] = seconds.get(code, 0.0) + length
+    if ranked:
+        main = ranked[0]["language"]
+    elif seconds:
+        main = max(seconds, key=lambda c: seconds[c])
+    else:
+        return fixed, None
+    if fixed is not None:
+        return main, 1.0
+    known = [(p, length) for code, p, length in spans if code == main and p is not None]
+    total = sum(length for _, length in known)
+    if not known:
+        return main, None
+    return main, (sum(p * length for p, length in known) / total if total > 0 else known[0][0])
 
 
 class Engine:
@@ -152,9 +182,10 @@ class Engine:
         duration = total / SAMPLE_RATE
         if total == 0:
             return AsrResult(options.language, None, 0.0, [], ["no audio samples"])
-        segments: list[Segment] = []
-        language, probability = options.language, None
-        window_options = options
+        out = AsrResult(options.language, None, duration, [])
+        detected: list[tuple[str, float | None, float]] = []  # (language, probability, seconds) per span
+        previous: str | None = None  # the language at the end of the last window
+        decode_options = options
         for start, end in windows(reader if reader is not None else audio, total):
             chunk = (
                 reader.read(start / SAMPLE_RATE, end / SAMPLE_RATE)
@@ -162,24 +193,99 @@ class Engine:
                 else np.asarray(audio[start:end], dtype=np.float32)
             )
             offset = start / SAMPLE_RATE
-            decoding, info = self._run(chunk, window_options)
-            if probability is None:
-                language, probability = info.language, float(info.language_probability)
-                # Later windows keep the language found in the first, as one file is one conversation.
-                window_options = replace(window_options, language=language)
-            found = []
-            for seg in decoding:  # faster-whisper decodes lazily: each segment is ready here in turn
-                found.append(seg)
-                segments.append(shift_segment(seg, offset))
-                if on_segment is not None:
-                    on_segment(segments[-1])
-            if options.condition_on_previous_text and found:
-                window_options = replace(
-                    window_options, initial_prompt=" ".join(s.text for s in found)[-400:]
-                )
-        clean = sanitize(segments, duration)
-        warnings = [] if clean else ["no speech detected"]
-        return AsrResult(language, probability, duration, clean, warnings)
+            units = languages.speech_units(chunk)
+            spans = self.plan(chunk, units, options, previous)
+            found: list[Segment] = []  # this window's segments, in window time
+            for span in spans:
+                decode_options = replace(decode_options, language=span.language)
+                decoding, _ = self._run(chunk[span.start : span.end], decode_options)
+                decoded = []
+                for seg in decoding:  # faster-whisper decodes lazily: each segment is ready here in turn
+                    seg.language = span.language
+                    decoded.append(shift_segment(seg, span.start / SAMPLE_RATE))
+                    if on_segment is not None:
+                        on_segment(shift_segment(decoded[-1], offset))
+                found.extend(decoded)
+                detected.append((span.language, span.probability, (span.end - span.start) / SAMPLE_RATE))
+                if options.condition_on_previous_text and decoded:
+                    decode_options = replace(
+                        decode_options, initial_prompt=" ".join(s.text for s in decoded)[-400:]
+                    )
+            previous = spans[-1].language
+            if options.recover:
+                found = self._recover(chunk, units, found, options, out, offset, on_segment)
+            out.segments.extend(shift_segment(seg, offset) for seg in found)
+        out.segments = sanitize(out.segments, duration)
+        out.language, out.language_probability = main_language(out.segments, detected, options.language)
+        if not out.segments:
+            out.warnings.append("no speech detected")
+        out.warnings.extend(recovery.lost_warning(a, b) for a, b in out.lost)
+        return out
+
+    def plan(
+        self, samples: np.ndarray, units: list[languages.Unit], options: AsrOptions, previous: str | None
+    ) -> list[languages.Span]:
+        """The window's language spans under `options` (one span unless the language changes)."""
+        return languages.plan(
+            self.model,
+            samples,
+            units,
+            language=options.language,
+            detection=options.language_detection,
+            allowed=options.languages,
+            multilingual=self.multilingual,
+            previous=previous,
+        )
+
+    def _recover(
+        self,
+        samples: np.ndarray,
+        units: list[languages.Unit],
+        found: list[Segment],
+        options: AsrOptions,
+        out: AsrResult,
+        offset: float,
+        on_segment: Callable[[Segment], None] | None,
+    ) -> list[Segment]:
+        """The loss detector on one window (window time); new segments are told to `on_segment` too."""
+        speech = [(u.start / SAMPLE_RATE, u.end / SAMPLE_RATE) for u in units]
+
+        def read(start: float, end: float) -> np.ndarray:
+            return samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+
+        rec = recovery.recover(speech, found, self.retry(read, options), samples.shape[0] / SAMPLE_RATE)
+        out.retried += rec.retried
+        out.recovered += rec.recovered
+        out.lost.extend((round(a + offset, 1), round(b + offset, 1)) for a, b in rec.lost)
+        if on_segment is not None:
+            kept = {id(s) for s in found}
+            for seg in rec.segments:
+                if id(seg) not in kept:
+                    on_segment(shift_segment(seg, offset))
+        return rec.segments
+
+    def retry(self, read: Callable[[float, float], np.ndarray], options: AsrOptions) -> recovery.Retry:
+        """The loss detector's second decode of [start, end] s (`read` gives their samples): each part in its
+        own language (detected per chunk when auto, even where the file was detected once: speech lost for
+        being in another language would only come back translated), without VAD (the stretch is speech),
+        without the previous text as prompt, one by one with Whisper's temperature fallback."""
+        again_options = replace(
+            options,
+            language_detection=languages.CHUNK,
+            recover=False,
+            vad=False,
+            batch_size=None,
+            condition_on_previous_text=False,
+            initial_prompt=None,
+        )
+
+        def again(start: float, end: float) -> list[Segment]:
+            piece = read(start, end)
+            if piece.shape[0] == 0:
+                return []
+            return [shift_segment(s, start) for s in self.transcribe(piece, again_options).segments]
+
+        return again
 
     def _run(self, chunk: np.ndarray, o: AsrOptions) -> tuple[Iterator[Segment], object]:
         """The window's segments, decoded as they are iterated, and faster-whisper's info on it."""
@@ -268,7 +374,7 @@ def _piece(seg: Segment, words: list[Word]) -> Segment:
     start = seg.start if words[0] is seg.words[0] else words[0].start
     end = seg.end if words[-1] is seg.words[-1] else words[-1].end
     text = "".join(w.word for w in words).strip()
-    return Segment(0, start, end, text, seg.avg_logprob, seg.no_speech_prob, list(words))
+    return Segment(0, start, end, text, seg.avg_logprob, seg.no_speech_prob, list(words), seg.language)
 
 
 def shift_segment(seg: Segment, offset: float) -> Segment:
@@ -282,6 +388,7 @@ def shift_segment(seg: Segment, offset: float) -> Segment:
         seg.avg_logprob,
         seg.no_speech_prob,
         [Word(w.word, w.start + offset, w.end + offset, w.probability) for w in seg.words],
+        seg.language,
     )
 
 

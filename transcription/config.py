@@ -78,6 +78,7 @@ MAX_SPEAKERS = 20  # the most speakers the diarizers are asked to tell apart in 
 MAX_REALTIME_SESSIONS = 1_000
 
 TASKS = ("transcribe", "translate")
+LANGUAGE_DETECTION = ("chunk", "file")
 
 
 class ConfigError(UsageError, ValueError):
@@ -129,6 +130,17 @@ def _parse_language(name: str, raw: Any) -> str | None:
     if text not in WHISPER_LANGUAGES:
         raise ConfigError(f"{name}: unknown language code {raw!r} (use an ISO code such as 'en', or 'auto')")
     return text
+
+
+def _parse_languages(name: str, raw: Any) -> tuple[str, ...] | None:
+    """A set of language codes, sorted (so en,de and de,en are one setting); empty or auto: any."""
+    items = [str(x) for x in raw] if isinstance(raw, list | tuple) else str(raw).split(",")
+    codes: set[str] = set()
+    for item in items:
+        code = _parse_language(name, item)
+        if code is not None:
+            codes.add(code)
+    return tuple(sorted(codes)) or None
 
 
 def _parse_threshold(name: str, raw: Any) -> float | None:
@@ -241,6 +253,39 @@ class Settings:
             "ISO code such as en, or auto to detect (env WHISPER_LANGUAGE)",
             _RUNS,
             fingerprint=lambda s: s.language or "auto",
+            decoding=True,
+        ),
+    )
+    # With the language detected (auto) on a multilingual model: per speech chunk, so a recording that changes
+    # language keeps every part in its own language, or once per file from its first 30 s (the old behaviour).
+    # Recorded only where it can change a transcript; "chunk" made any earlier auto transcript stale.
+    language_detection: str = _setting(
+        "chunk",
+        Spec(
+            "WHISPER_LANGUAGE_DETECTION",
+            lambda n, v: _parse_choice(n, v, LANGUAGE_DETECTION),
+            "with auto language: chunk (each speech chunk in its own language) or file (detect once) "
+            "(env WHISPER_LANGUAGE_DETECTION)",
+            _RUNS,
+            choices=LANGUAGE_DETECTION,
+            fingerprint=lambda s: (
+                None if s.language is not None or english_only(s.model) else s.language_detection
+            ),
+            decoding=True,
+        ),
+    )
+    # None: any language. Detection picks among these only (a meeting known to be in English and German).
+    languages: tuple[str, ...] | None = _setting(
+        None,
+        Spec(
+            "WHISPER_LANGUAGES",
+            _parse_languages,
+            "comma-separated ISO codes that auto detection may choose from, such as en,de "
+            "(env WHISPER_LANGUAGES; default any)",
+            _RUNS,
+            fingerprint=lambda s: (
+                None if s.languages is None or s.language is not None else ",".join(s.languages)
+            ),
             decoding=True,
         ),
     )
@@ -568,7 +613,24 @@ def load_settings(
             "use a multilingual model (base, small, large-v3, ...)"
         )
     check_speaker_counts(settings.num_speakers, settings.min_speakers, settings.max_speakers)
+    check_languages(settings)
     return settings
+
+
+def check_languages(settings: Settings) -> None:
+    """WHISPER_LANGUAGES agrees with the model and with a fixed WHISPER_LANGUAGE."""
+    allowed = settings.languages
+    if allowed is None:
+        return
+    if english_only(settings.model) and allowed != ("en",):
+        raise ConfigError(
+            f"WHISPER_LANGUAGES: model {settings.model!r} is English-only and cannot detect "
+            f"{','.join(allowed)}; use a multilingual model (base, large-v3, turbo, ...)"
+        )
+    if settings.language is not None and settings.language not in allowed:
+        raise ConfigError(
+            f"WHISPER_LANGUAGE={settings.language} is not among WHISPER_LANGUAGES={','.join(allowed)}"
+        )
 
 
 def check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:

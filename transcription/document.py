@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import __version__, schema, writers
+from . import __version__, languages, schema, writers
 from .layout import Input, Layout, atomic_write_text
 
 if TYPE_CHECKING:
@@ -101,13 +101,14 @@ def build(
 ) -> dict[str, Any]:
     """A fresh Stage 1 document from one transcription and where it came from."""
     segments = [s.to_dict() for s in result.segments]
-    return {
+    doc = {
         "schema_version": schema.SCHEMA_VERSION,
         "file": file_label,
         "language": result.language,
         "language_probability": None
         if result.language_probability is None
         else round(min(1.0, max(0.0, result.language_probability)), 4),
+        "languages": languages.summary(segments),
         "duration": round(result.duration, 3),
         "text": " ".join(s["text"] for s in segments if s["text"]),
         "segments": segments,
@@ -125,8 +126,16 @@ def build(
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "warnings": list(result.warnings),
+            "recovery": {"retried": result.retried, "recovered": result.recovered},
         },
     }
+    if result.lost:
+        doc["meta"]["speech_without_text"] = [{"start": a, "end": b} for a, b in result.lost]
+    if options.language is None and engine.multilingual:
+        doc["meta"]["language_detection"] = options.language_detection
+        if options.languages:
+            doc["meta"]["languages_allowed"] = list(options.languages)
+    return doc
 
 
 def finish(doc: dict[str, Any], reader: WavReader, settings: Settings, *, enrich: bool) -> dict[str, Any]:

@@ -8,12 +8,14 @@ here, and tests/test_fw_internals.py names what moved (it checks every entry of 
 Why the internals: packed inference (packing.py) runs the two halves of `BatchedInferencePipeline
 .transcribe` apart, the CPU half per file on any thread and the model half on batches mixing many files, so
 it repeats that method's steps one by one: VAD (`get_speech_timestamps`, `collect_chunks`), features
-(`FeatureExtractor`, `pad_or_trim`), language detection (`detect_language`), the tokenizer and decoding
-options (`Tokenizer`, `get_suppressed_tokens`, `TranscriptionOptions`), the batched decode
+(`FeatureExtractor`, `pad_or_trim`), the tokenizer and decoding options (`Tokenizer`,
+`get_suppressed_tokens`, `TranscriptionOptions`), the batched decode
 (`generate_segment_batched`, `_split_segments_by_timestamps`), word timing (`find_alignment`,
 `add_word_timestamps`), and the records and time restoration of its output (`Segment`, `Word`,
 `restore_speech_timestamps`). Its text equals the per-file batched path because each step is faster-whisper's
 own; the decoding defaults are read from `BatchedInferencePipeline.transcribe`'s signature, not copied.
+Language detection per speech chunk (languages.py) calls the CTranslate2 model's `detect_language` on short
+feature windows, which faster-whisper's own `detect_language` pads to 30 s.
 """
 
 from __future__ import annotations
@@ -74,8 +76,6 @@ _DECODE_DEFAULTS = (
     "multilingual",
     "max_new_tokens",
     "hotwords",
-    "language_detection_segments",
-    "language_detection_threshold",
 )
 
 RELIES_ON: dict[str, Internal] = {
@@ -167,12 +167,6 @@ RELIES_ON: dict[str, Internal] = {
         ),
         self_uses=("find_alignment", "frames_per_second"),
     ),
-    "detect_language": Internal(
-        _T,
-        "WhisperModel.detect_language",
-        "language detection from a file's first window's features, as the batched pipeline detects it",
-        params=("features", "language_detection_segments", "language_detection_threshold"),
-    ),
     "get_suppressed_tokens": Internal(
         _T,
         "get_suppressed_tokens",
@@ -227,7 +221,7 @@ RELIES_ON: dict[str, Internal] = {
         "faster_whisper.vad",
         "VadOptions",
         "the batched pipeline's VAD settings",
-        params=("max_speech_duration_s", "min_silence_duration_ms"),
+        params=("max_speech_duration_s", "min_silence_duration_ms", "speech_pad_ms"),
     ),
     "get_speech_timestamps": Internal(
         "faster_whisper.vad",
@@ -256,10 +250,10 @@ RELIES_ON: dict[str, Internal] = {
 MODEL_ATTRIBUTES: dict[str, str] = {
     "model.is_multilingual": "English-only models skip detection and the language token",
     "model.n_mels": "the feature shape, for the memory budget and the detection filler",
+    "model.detect_language": "per-chunk language detection on short, batched feature windows (languages.py)",
     "hf_tokenizer": "the tokenizer's vocabulary",
     "frames_per_second": "chunk sizes in frames for timestamps and alignment",
     "feature_extractor.chunk_length": "the longest chunk, in seconds",
-    "feature_extractor.nb_max_frames": "frames in 30 s, the detection input's length",
 }
 
 
@@ -295,7 +289,7 @@ def chunk_length(model: Any) -> int:
     return int(model.feature_extractor.chunk_length)
 
 
-# ---------------------------------------------------------------- CPU half: VAD, features, detection input
+# ---------------------------------------------------------------- CPU half: VAD, features, language detection
 
 
 def speech_chunks(
@@ -308,6 +302,16 @@ def speech_chunks(
     return clips, chunks, metadata
 
 
+def speech_ranges(
+    samples: np.ndarray, min_silence_ms: int, pad_ms: int, max_s: float
+) -> list[dict[str, int]]:
+    """Silero VAD speech ranges (sample indices) with the given silence, padding and length limits."""
+    vad = get("VadOptions")(
+        max_speech_duration_s=max_s, min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms
+    )
+    return list(get("get_speech_timestamps")(samples, vad_options=vad))
+
+
 def features(model: Any, chunk: np.ndarray) -> np.ndarray:
     """A chunk's log-Mel features, trimmed as the batched pipeline trims them (its last frame dropped)."""
     return model.feature_extractor(chunk)[..., :-1]
@@ -317,21 +321,24 @@ def pad_or_trim(feats: np.ndarray) -> np.ndarray:
     return get("pad_or_trim")(feats)
 
 
-def detection_input(model: Any, raw: list[np.ndarray]) -> np.ndarray:
-    """The batched pipeline's detection input: all speech features, then a dummy frame (for empty audio);
-    only its first 30 s are looked at, so only those are kept."""
-    filler = np.full((n_mels(model), 1), _DETECT_FILLER, dtype="float32")
-    return np.concatenate([*raw, filler], axis=1)[..., : model.feature_extractor.nb_max_frames]
+def fit_frames(feats: np.ndarray, frames: int) -> np.ndarray:
+    """Features cut or padded (with the detection filler) to exactly `frames` frames."""
+    feats = feats[..., :frames]
+    if feats.shape[-1] < frames:
+        pad = np.full((feats.shape[0], frames - feats.shape[-1]), _DETECT_FILLER, dtype=np.float32)
+        feats = np.concatenate([feats, pad], axis=1)
+    return np.ascontiguousarray(feats, dtype=np.float32)
 
 
-def detect_language(model: Any, feats: np.ndarray) -> tuple[str, float]:
-    d = decode_defaults()
-    language, probability, _ = model.detect_language(
-        features=feats,
-        language_detection_segments=d["language_detection_segments"],
-        language_detection_threshold=d["language_detection_threshold"],
-    )
-    return language, float(probability)
+def language_probabilities(model: Any, batch: np.ndarray) -> list[dict[str, float]]:
+    """Every language's probability for each item of a batch of equal-length features (n, n_mels, frames).
+
+    The CTranslate2 model takes windows shorter than 30 s; a 10 s window costs about a fifth of a full one,
+    which is what makes a detection per speech chunk affordable."""
+    import ctranslate2
+
+    results = model.model.detect_language(ctranslate2.StorageView.from_array(batch))
+    return [{token[2:-2]: float(p) for token, p in item} for item in results]
 
 
 # ---------------------------------------------------------------- model half: decoding

@@ -4,13 +4,14 @@ faster-whisper's `BatchedInferencePipeline` batches the 30 s speech chunks of on
 fills one slot of a batch of 16 and the accelerator idles. Here the two halves of its `transcribe` are
 pulled apart:
 
-- `Packer.prepare` is the CPU half of one window of a file (reading the normalised WAV, Silero VAD, merging
-  speech into <= 30 s chunks, log-Mel features); it runs on any thread;
+- `Packer.prepare` is the CPU half of one window of a file (reading the normalised WAV, Silero VAD, the
+  language of each stretch of speech (languages.py: short detection calls, not decoding), merging speech into
+  <= 30 s chunks per language span, log-Mel features); it runs on any thread;
 - `Packer.accept` queues the prepared chunks, one queue per (language, decoding options), since the prompt
   names the language and a batch shares its options;
 - `Packer.take` / `Packer.run` form a batch from whichever files' chunks are queued and run the model on it;
   each chunk's result goes back to its file, and a file whose last window is done is handed to
-  `on_finished`.
+  `on_finished`; `Packer.finish` then runs the loss detector (recovery.py) and gives its result.
 
 Two drivers use it: the CLI's throughput mode (`throughput.run_packed`, one loop thread feeding the model
 while a pool prepares upcoming files) and the service (`SharedPacker`, where each request's worker thread
@@ -42,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import asr, audio, schema
+from . import asr, audio, languages, recovery, schema
 from . import fw_internals as fw
 from .asr import AsrOptions, AsrResult
 from .schema import Segment
@@ -61,12 +62,14 @@ Key = tuple[str, AsrOptions]  # (language, decoding options): chunks that may sh
 
 @dataclass
 class _Window:
-    """One `asr.WINDOW_S` window of a file: its speech clips, chunks, and results as they come back."""
+    """One language span of an `asr.WINDOW_S` window of a file (the whole window when it keeps one language):
+    its speech clips, chunks, and results as they come back."""
 
     index: int
     offset_s: float
-    clips: list[dict[str, int]]  # VAD speech ranges in window samples, for timestamp restoration
+    clips: list[dict[str, int]]  # VAD speech ranges in span samples, for timestamp restoration
     n_chunks: int
+    language: str = "en"
     restore: bool = True  # False when chunks are fixed 30 s pieces (no VAD): their times are already real
     done: int = 0
     last_speech: float = 0.0  # faster-whisper's word-timing state, carried chunk to chunk in a window
@@ -85,10 +88,15 @@ class PackedFile:
     frames: int = 0
     duration: float = 0.0
     windows: list[tuple[int, int]] = field(default_factory=list)  # sample ranges, as asr.windows
-    language: str | None = None
+    language: str | None = None  # fixed by the options or the model; else the main detected one, at the end
     language_probability: float | None = None
     segments: list[Segment] = field(default_factory=list)
-    windows_done: int = 0
+    speech: list[tuple[float, float]] = field(default_factory=list)  # VAD units in file seconds
+    spans: list[tuple[str, float | None, float]] = field(default_factory=list)  # (language, p, seconds)
+    last_language: str | None = None  # at the end of the last prepared window, for the next one
+    windows_accepted: int = 0
+    parts_total: int = 0  # language spans accepted, over all windows
+    parts_done: int = 0
     prepare_s: float = 0.0
     first_batch_at: float | None = None
     failed: bool = False
@@ -98,15 +106,26 @@ class PackedFile:
 
 
 @dataclass
+class Part:
+    """One language span of a prepared window: its chunks' features, ready for the model."""
+
+    window: _Window
+    features: list[np.ndarray]  # per chunk, (n_mels, 3000)
+    metadata: list[dict[str, Any]]  # per chunk: offset/duration in the span's speech-only timeline
+
+
+@dataclass
 class Prepared:
     """The CPU half of one window: ready for the model."""
 
     file: PackedFile
-    window: _Window
-    features: list[np.ndarray]  # per chunk, (n_mels, 3000)
-    metadata: list[dict[str, Any]]  # per chunk: offset/duration in the window's speech-only timeline
-    detect_features: np.ndarray | None  # language detection input (first window, language unknown)
+    index: int
+    parts: list[Part]
     nbytes: int = 0  # taken from the budget; given back as the chunks reach the model
+
+    @property
+    def features(self) -> list[np.ndarray]:
+        return [feats for part in self.parts for feats in part.features]
 
 
 @dataclass
@@ -207,7 +226,7 @@ class Packer:
         return f
 
     def _fix_language(self, f: PackedFile, options: AsrOptions) -> None:
-        """The file's language when the options or the model fix it (else detected from its first window)."""
+        """The file's language when the options or the model fix it (else detected as it is prepared)."""
         if not self.multilingual:
             f.language, f.language_probability = "en", 1.0
         elif options.language is not None:
@@ -217,70 +236,91 @@ class Packer:
         return bool(self.pending) or bool(self.urgent)
 
     def prepare(self, f: PackedFile, index: int) -> Prepared:
-        """What `BatchedInferencePipeline.transcribe` does before the model: VAD, chunks, features."""
+        """What `BatchedInferencePipeline.transcribe` does before the model (VAD, chunks, features), per
+        language span of the window (`asr.Engine.plan`: detection calls on the model, from this thread)."""
         t0 = time.perf_counter()
         if not f.windows:
-            return Prepared(f, _Window(0, 0.0, [], 0), [], [], None)
+            return Prepared(f, index, [])
         start, end = f.windows[index]
         samples = _window_samples(f, start, end)
-        if f.options.vad:
-            clips, chunks, metadata = fw.speech_chunks(samples, self.chunk_length)
-        else:  # as asr.Engine without VAD: consecutive 30 s pieces, given as clip timestamps
-            seconds = samples.shape[0] / audio.SAMPLE_RATE
-            clips = [
-                {"start": int(t * audio.SAMPLE_RATE), "end": int(min(t + 30.0, seconds) * audio.SAMPLE_RATE)}
-                for t in np.arange(0.0, seconds, 30.0)
-            ]
-            chunks = [samples[c["start"] : c["end"]] for c in clips]
-            metadata = [
-                {
-                    "offset": c["start"] / audio.SAMPLE_RATE,
-                    "duration": (c["end"] - c["start"]) / audio.SAMPLE_RATE,
-                }
-                for c in clips
-            ]
+        units = languages.speech_units(samples)
+        spans = self.engine.plan(samples, units, f.options, f.last_language)
+        f.last_language = spans[-1].language
+        offset = start / audio.SAMPLE_RATE
+        f.speech.extend(
+            (offset + u.start / audio.SAMPLE_RATE, offset + u.end / audio.SAMPLE_RATE) for u in units
+        )
+        pieces = []
+        for span in spans:
+            f.spans.append((span.language, span.probability, (span.end - span.start) / audio.SAMPLE_RATE))
+            clips, chunks, metadata = self._chunks(samples[span.start : span.end], f.options.vad)
+            pieces.append((span, clips, chunks, metadata))
         del samples
-        speech = sum(c["end"] - c["start"] for c in clips)
-        nbytes = len(chunks) * self.chunk_bytes if speech else 0
+        n_chunks = sum(len(chunks) for _, clips, chunks, _ in pieces if _speech(clips))
+        nbytes = n_chunks * self.chunk_bytes
         self.budget.acquire(nbytes)
+        parts: list[Part] = []
         try:
-            raw = [fw.features(self.model, c) for c in chunks] if speech else []
-            # The per-file path detects the language from the first window's speech.
-            detect = fw.detection_input(self.model, raw) if index == 0 and f.language is None else None
-            features = [fw.pad_or_trim(r) for r in raw]
+            for span, clips, chunks, metadata in pieces:
+                feats = [fw.pad_or_trim(fw.features(self.model, c)) for c in chunks] if _speech(clips) else []
+                window = _Window(
+                    index,
+                    offset + span.start / audio.SAMPLE_RATE,
+                    clips,
+                    len(feats),
+                    span.language,
+                    restore=f.options.vad,
+                )
+                parts.append(Part(window, feats, metadata if feats else []))
         except BaseException:
             self.budget.release(nbytes)
             raise
-        if not features:
-            metadata = []
-        window = _Window(index, start / audio.SAMPLE_RATE, clips, len(features), restore=f.options.vad)
         f.prepare_s += time.perf_counter() - t0
-        return Prepared(f, window, features, metadata, detect, nbytes)
+        return Prepared(f, index, parts, nbytes)
 
-    def detect(self, prep: Prepared) -> None:
-        """Detect the file's language from its first window when it is not known (a model call)."""
-        f = prep.file
-        if f.language is not None or prep.detect_features is None:
-            return
-        f.language, f.language_probability = fw.detect_language(self.model, prep.detect_features)
+    def _chunks(
+        self, samples: np.ndarray, vad: bool
+    ) -> tuple[list[dict[str, int]], list[np.ndarray], list[dict]]:
+        """A span's speech chunks: VAD speech merged into <= 30 s, or consecutive 30 s pieces without VAD (as
+        `asr.Engine` gives the batched pipeline)."""
+        if vad:
+            return fw.speech_chunks(samples, self.chunk_length)
+        seconds = samples.shape[0] / audio.SAMPLE_RATE
+        clips = [
+            {"start": int(t * audio.SAMPLE_RATE), "end": int(min(t + 30.0, seconds) * audio.SAMPLE_RATE)}
+            for t in np.arange(0.0, seconds, 30.0)
+        ]
+        chunks = [samples[c["start"] : c["end"]] for c in clips]
+        metadata = [
+            {
+                "offset": c["start"] / audio.SAMPLE_RATE,
+                "duration": (c["end"] - c["start"]) / audio.SAMPLE_RATE,
+            }
+            for c in clips
+        ]
+        return clips, chunks, metadata
 
     def accept(self, prep: Prepared) -> None:
-        """Queue a prepared window's chunks for the model (after `detect`)."""
-        f, w = prep.file, prep.window
+        """Queue a prepared window's chunks for the model, each span's under its language."""
+        f = prep.file
         with self.lock:
             if f.failed:
                 self.budget.release(prep.nbytes)
                 return
             if f.first_batch_at is None:
                 f.first_batch_at = time.perf_counter()
-            if w.n_chunks == 0:
-                self._window_done(f, w)
-                return
-            assert f.language is not None  # known, or detected from the first window
+            f.windows_accepted += 1
+            f.parts_total += len(prep.parts)
             queues = self.urgent if f.priority else self.pending
-            queue = queues.setdefault((f.language, f.options), deque())
-            for feats, meta in zip(prep.features, prep.metadata, strict=True):
-                queue.append(_Chunk(f, w, feats, meta))
+            for part in prep.parts:
+                w = part.window
+                if w.n_chunks == 0:
+                    self._window_done(f, w)
+                    continue
+                queue = queues.setdefault((w.language, f.options), deque())
+                for feats, meta in zip(part.features, part.metadata, strict=True):
+                    queue.append(_Chunk(f, w, feats, meta))
+            self._maybe_finished(f)
 
     # ---------------------------------------------------------------- model side (one thread)
 
@@ -421,10 +461,18 @@ class Packer:
         else:
             restored = w.results
         found = asr.from_faster_whisper(restored)
+        for seg in found:
+            seg.language = w.language
         f.segments.extend(asr.shift_segment(seg, w.offset_s) for seg in asr.split_segments(found))
         w.results = []
-        f.windows_done += 1
-        if f.windows_done >= len(f.windows):
+        f.parts_done += 1
+        self._maybe_finished(f)
+
+    def _maybe_finished(self, f: PackedFile) -> None:
+        """Hand the file on once every window is accepted and every span of them is decoded."""
+        if f.finished or f.failed:
+            return
+        if f.windows_accepted >= len(f.windows) and f.parts_done >= f.parts_total:
             f.finished = True
             self._on_finished(f)
 
@@ -439,14 +487,41 @@ class Packer:
 
     # ---------------------------------------------------------------- results
 
-    @staticmethod
-    def result(f: PackedFile) -> AsrResult:
-        """A finished file's transcription, as `Engine.transcribe` reports it."""
-        clean = schema.sanitize(f.segments, f.duration)
-        warnings = [] if clean else (["no audio samples"] if not f.frames else ["no speech detected"])
-        return AsrResult(
-            f.language, f.language_probability if f.frames else None, f.duration, clean, warnings
-        )
+    def finish(self, f: PackedFile) -> AsrResult:
+        """A finished file's transcription, as `Engine.transcribe` reports it, after the loss detector (which
+        may decode stretches again: call it off the model thread, which it waits for)."""
+        if not f.frames:
+            return AsrResult(f.language, None, f.duration, [], ["no audio samples"])
+        segments = sorted(f.segments, key=lambda seg: (seg.start, seg.end))
+        out = AsrResult(f.language, None, f.duration, [])
+        if f.options.recover:
+            rec = recovery.recover(f.speech, segments, self.engine.retry(_reader(f), f.options), f.duration)
+            segments, out.lost, out.retried, out.recovered = (
+                rec.segments,
+                rec.lost,
+                rec.retried,
+                rec.recovered,
+            )
+        out.segments = schema.sanitize(segments, f.duration)
+        out.language, out.language_probability = asr.main_language(out.segments, f.spans, f.language)
+        if not out.segments:
+            out.warnings.append("no speech detected")
+        out.warnings.extend(recovery.lost_warning(a, b) for a, b in out.lost)
+        return out
+
+
+def _speech(clips: list[dict[str, int]]) -> bool:
+    return sum(c["end"] - c["start"] for c in clips) > 0
+
+
+def _reader(f: PackedFile) -> Callable[[float, float], np.ndarray]:
+    """Seconds [start, end] of a file's audio, for the loss detector's second decode."""
+    if f.samples is not None:
+        samples = f.samples
+        return lambda a, b: np.asarray(samples[int(a * audio.SAMPLE_RATE) : int(b * audio.SAMPLE_RATE)])
+    assert f.wav is not None
+    wav = f.wav
+    return lambda a, b: audio.WavReader(wav).read(a, b)
 
 
 def _window_samples(f: PackedFile, start: int, end: int) -> np.ndarray:
@@ -498,7 +573,7 @@ class SharedPacker:
     def _transcribe(self, f: PackedFile) -> AsrResult:
         packer = self.packer
         if not f.windows:
-            return packer.result(f)
+            return packer.finish(f)
         with self._wake:
             if self._closed:
                 raise PackerClosed("the service is shutting down")
@@ -509,7 +584,6 @@ class SharedPacker:
                     break
                 try:
                     prep = packer.prepare(f, index)
-                    packer.detect(prep)
                 except Exception as exc:  # noqa: BLE001 - this file fails; others go on
                     packer.fail(f, exc)
                     break
@@ -522,7 +596,7 @@ class SharedPacker:
                 self._files.pop(id(f), None)
         if f.error is not None:
             raise f.error
-        return packer.result(f)
+        return packer.finish(f)
 
     def _settle(self, f: PackedFile) -> None:
         f.done.set()

@@ -48,6 +48,8 @@ class RunReport:
     skipped: list[str] = field(default_factory=list)
     claimed_elsewhere: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    # Speech the loss detector could not get text for, even decoded again: {file, start, end} (seconds).
+    speech_without_text: list[dict[str, Any]] = field(default_factory=list)
     audio_seconds: float = 0.0
     report_error: str | None = None  # the report itself could not be written (a full disk)
 
@@ -227,9 +229,11 @@ class Processor:
     def _succeeded(self, inp: Input, duration: float, doc: dict[str, Any]) -> None:
         """Clear its old failure, count it, log it."""
         self.layout.failure_path(inp.stem).unlink(missing_ok=True)
+        lost = [{"file": inp.rel, **span} for span in doc["meta"].get("speech_without_text", [])]
         with self.lock:  # several workers may finish at once (throughput mode)
             self.report.done.append(inp.rel)
             self.report.audio_seconds += duration
+            self.report.speech_without_text.extend(lost)
         log.info(
             "transcribed",
             extra={
@@ -237,9 +241,15 @@ class Processor:
                 "duration_s": round(duration, 2),
                 "segments": len(doc["segments"]),
                 "language": doc["language"],
+                "languages": [item["language"] for item in doc.get("languages", [])],
                 "timings": doc["meta"]["timings"],
             },
         )
+        for span in lost:
+            log.warning(
+                "speech without text",
+                extra={"file": inp.rel, "start_s": span["start"], "end_s": span["end"]},
+            )
 
     def _failed(self, inp: Input, exc: Exception) -> None:
         kind = "decode" if isinstance(exc, audio.DecodeError) else type(exc).__name__
@@ -367,6 +377,7 @@ def run_batch(
             "skipped": len(report.skipped),
             "failed": len(report.failed),
             "claimed_elsewhere": len(report.claimed_elsewhere),
+            "speech_without_text": len(report.speech_without_text),
         },
     )
     return report

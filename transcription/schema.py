@@ -38,17 +38,21 @@ class Segment:
     avg_logprob: float
     no_speech_prob: float
     words: list[Word] = field(default_factory=list)
+    language: str | None = None  # the language it was decoded in
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "start": _r(self.start),
             "end": _r(self.end),
             "text": self.text,
             "avg_logprob": round(float(self.avg_logprob), 4),
             "no_speech_prob": round(min(1.0, max(0.0, float(self.no_speech_prob))), 4),
-            "words": [w.to_dict() for w in self.words],
         }
+        if self.language is not None:
+            out["language"] = self.language
+        out["words"] = [w.to_dict() for w in self.words]
+        return out
 
 
 def _r(t: float) -> float:
@@ -138,7 +142,9 @@ def sanitize(segments: list[Segment], duration: float) -> list[Segment]:
         text = seg.text.strip()
         if not any(ch.isalnum() for ch in text):
             continue  # "", "...", "-": Whisper's marks on silence and noise, never speech
-        out.append(Segment(len(out), start, end, text, seg.avg_logprob, seg.no_speech_prob, words))
+        out.append(
+            Segment(len(out), start, end, text, seg.avg_logprob, seg.no_speech_prob, words, seg.language)
+        )
         previous_end = end
     # Rounding to milliseconds must not re-create an overlap or push a word out.
     for seg in out:

@@ -98,7 +98,7 @@ class _Run:
         try:
             assert claim.source is not None  # set when its decode succeeded
             doc = document.build(
-                Packer.result(f),
+                self.packer.finish(f),
                 self.p.engine,
                 self.p.settings,
                 f.options,
@@ -275,12 +275,6 @@ def _take(run: _Run, fut: Future, owner: Any) -> tuple[PackedFile, int] | None:
             run.fail_claim(owner, exc)
         return None
     f = prep.file
-    try:
-        run.packer.detect(prep)
-    except Exception as exc:  # noqa: BLE001 - language detection failed on this file
-        run.packer.budget.release(prep.nbytes)
-        run.packer.fail(f, exc)
-        return None
     run.packer.accept(prep)
-    nxt = prep.window.index + 1
+    nxt = prep.index + 1
     return (f, nxt) if not f.failed and nxt < len(f.windows) else None

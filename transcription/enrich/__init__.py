@@ -144,7 +144,7 @@ def _run_prosody(
                 float(seg["end"]),
                 seg.get("words") or [],
                 str(seg.get("text", "")),
-                language,
+                seg.get("language") or language,  # syllables are counted by the segment's own language
             )
         except Exception as exc:  # noqa: BLE001 - one bad segment must not cost the others their prosody
             _set_feature(seg, "prosody", None, "failed", [f"prosody: {exc!r}"])

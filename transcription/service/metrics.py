@@ -50,6 +50,16 @@ class Metrics:
         self.transcriptions = Counter(
             "slower_whisper_transcriptions", "Transcriptions by outcome", ["outcome"], registry=r
         )
+        # The loss detector: stretches decoded again, and speech that still has no text (each a warning).
+        self.speech_retried = Counter(
+            "slower_whisper_speech_retried", "Lost or looping stretches decoded again", registry=r
+        )
+        self.speech_without_text = Counter(
+            "slower_whisper_speech_without_text", "Stretches of speech left without text", registry=r
+        )
+        self.speech_without_text_seconds = Counter(
+            "slower_whisper_speech_without_text_seconds", "Seconds of speech left without text", registry=r
+        )
         self.queue_depth = Gauge("slower_whisper_queue_depth", "Work waiting for a worker", registry=r)
         self.running = Gauge("slower_whisper_inference_running", "Work running in a worker", registry=r)
         self.model_load = Gauge(

@@ -98,6 +98,7 @@ class LiveDecoder:
             temperature=0.0,
             word_timestamps=False,
             hallucination_silence_threshold=None,
+            recover=False,  # the final decodes the whole turn again anyway
         )
 
     def _transcribe(self, audio: np.ndarray, options: AsrOptions) -> AsrResult:

@@ -94,6 +94,10 @@ def transcribe(
     svc.work_seconds = 0.8 * svc.work_seconds + 0.2 * took
     svc.metrics.transcriptions.labels("ok").inc()
     svc.metrics.audio_seconds.inc(float(doc.get("duration") or 0.0))
+    svc.metrics.speech_retried.inc(doc["meta"].get("recovery", {}).get("retried", 0))
+    lost = doc["meta"].get("speech_without_text", [])
+    svc.metrics.speech_without_text.inc(len(lost))
+    svc.metrics.speech_without_text_seconds.inc(sum(span["end"] - span["start"] for span in lost))
     return doc
 
 
