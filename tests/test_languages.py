@@ -497,16 +497,22 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
         w.writeframes(pcm.tobytes())
 
 
+def _transcribe_mixed(root: Path, samples: np.ndarray, *flags: str) -> dict:
+    """The CLI's schema-valid document for the mixed recording, transcribed with base and `flags`."""
+    _write_wav(root / "raw_audio" / "mixed.wav", samples)
+    env = tiny_env(WHISPER_MODEL="base", WHISPER_LANGUAGE="auto")
+    result = run_cli("transcribe", "--root", str(root), *flags, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = load_json(root / "whisper_json" / "mixed.json")
+    validate(doc)
+    return doc
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_cli_document_records_each_segments_language(tmp_path: Path, mixed) -> None:
     samples, parts = mixed
-    _write_wav(tmp_path / "raw_audio" / "mixed.wav", samples)
-    env = tiny_env(WHISPER_MODEL="base", WHISPER_LANGUAGE="auto")
-    result = run_cli("transcribe", "--root", str(tmp_path), env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    doc = load_json(tmp_path / "whisper_json" / "mixed.json")
-    validate(doc)
+    doc = _transcribe_mixed(tmp_path, samples)
     segments = doc["segments"]
     assert all("language" in s for s in segments)
     _check_parts(segments, parts)
@@ -528,14 +534,7 @@ def test_cli_document_records_each_segments_language(tmp_path: Path, mixed) -> N
 def test_cli_allowed_languages_and_detection_once(tmp_path: Path, mixed) -> None:
     """--languages en,de is recorded and keeps ru/zh out; --language-detection file is recorded."""
     samples, _ = mixed
-    _write_wav(tmp_path / "raw_audio" / "mixed.wav", samples)
-    env = tiny_env(WHISPER_MODEL="base", WHISPER_LANGUAGE="auto")
-    result = run_cli(
-        "transcribe", "--root", str(tmp_path), "--languages", "en,de", "--language-detection", "file", env=env
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    doc = load_json(tmp_path / "whisper_json" / "mixed.json")
-    validate(doc)
+    doc = _transcribe_mixed(tmp_path, samples, "--languages", "en,de", "--language-detection", "file")
     assert doc["meta"]["language_detection"] == "file"
     assert doc["meta"]["languages_allowed"] == ["de", "en"]
     assert {s["language"] for s in doc["segments"]} <= {"de", "en"}

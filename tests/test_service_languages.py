@@ -3,7 +3,6 @@ back in its own language, in the full document, OpenAI's verbose_json (the main 
 
 from __future__ import annotations
 
-import json
 import wave
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import DATA
-from test_service_support import Server, make_server, openai_client, serve_module
+from test_service_support import Server, make_server, openai_client, serve_module, stream_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.needs_data]
 
@@ -85,19 +84,7 @@ def test_each_part_in_its_own_language(base_server: Server, mixed) -> None:
 
 def test_a_stream_carries_every_language(base_server: Server, mixed) -> None:
     path, _ = mixed
-    with (
-        path.open("rb") as fh,
-        httpx.stream(
-            "POST",
-            f"{base_server.url}/v1/audio/transcriptions",
-            files={"file": (path.name, fh)},
-            data={"stream": "true"},
-            headers=base_server.headers(),
-            timeout=300,
-        ) as r,
-    ):
-        assert r.status_code == 200
-        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    events = stream_all(base_server, path, timeout=300)
     deltas = "".join(e["delta"] for e in events if e["type"] == "transcript.text.delta")
     done = events[-1]
     assert done["type"] == "transcript.text.done"

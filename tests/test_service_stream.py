@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import openai
 import pytest
 import test_service_support as support
 from conftest import DATA, ffmpeg
-from test_service_support import JFK, Server, make_server, openai_client, serve_module
+from test_service_support import JFK, Server, make_server, openai_client, serve_module, sse_events, stream_all
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 main_server = support.main_server  # the shared server fixture
@@ -38,13 +37,6 @@ def long_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = folder / "ljspeech_58s.flac"
     ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-ar", "16000", "-ac", "1", str(out))
     return out
-
-
-def sse_events(response: httpx.Response) -> Iterator[dict]:
-    """The JSON payloads of a Server-Sent Events body, as they arrive."""
-    for line in response.iter_lines():
-        if line.startswith("data: "):
-            yield json.loads(line[len("data: ") :])
 
 
 def _wait_for(check, what: str, timeout: float = 60.0) -> None:
@@ -201,21 +193,6 @@ def one_worker(tmp_path_factory: pytest.TempPathFactory):
     yield from serve_module(server)
 
 
-def _stream_all(server: Server, audio: Path) -> list[dict]:
-    with (
-        audio.open("rb") as fh,
-        httpx.stream(
-            "POST",
-            f"{server.url}/v1/audio/transcriptions",
-            files={"file": (audio.name, fh)},
-            data={"stream": "true"},
-            timeout=120,
-        ) as r,
-    ):
-        assert r.status_code == 200, r.read()
-        return list(sse_events(r))
-
-
 def test_streams_are_admitted_like_any_request_and_a_client_that_leaves_frees_the_worker(
     one_worker: Server, long_speech: Path
 ) -> None:
@@ -230,7 +207,7 @@ def test_streams_are_admitted_like_any_request_and_a_client_that_leaves_frees_th
             assert first.status_code == 200
             assert next(sse_events(first))["type"] == "transcript.text.delta"
             # A second stream waits in line behind the first; a third finds no place.
-            second = pool.submit(_stream_all, one_worker, JFK)
+            second = pool.submit(stream_all, one_worker, JFK)
             _wait_for(lambda: one_worker.metric("slower_whisper_queue_depth") == 1, "the second in line")
             r = httpx.post(url, files={"file": ("jfk.flac", JFK.read_bytes())}, data={"stream": "true"})
             assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
@@ -312,7 +289,7 @@ def test_stream_in_throughput_mode_ends_with_the_packed_text(
 ) -> None:
     """The packer hands a file's segments back together once its last chunk is decoded, so the deltas come
     then; they still join to the text of the same request without stream."""
-    events = _stream_all(packed_server, long_speech)
+    events = stream_all(packed_server, long_speech)
     with long_speech.open("rb") as fh:
         plain = openai_client(packed_server).audio.transcriptions.create(model="whisper-1", file=fh)
     assert events[-1]["type"] == "transcript.text.done" and events[-1]["text"] == plain.text

@@ -236,3 +236,27 @@ def wait_job(server: Server, job_id: str, timeout: float = 120) -> dict:
             return record
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish")
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict]:
+    """The JSON payloads of a Server-Sent Events body, as they arrive."""
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line[len("data: ") :])
+
+
+def stream_all(server: Server, audio: Path, timeout: float = 120) -> list[dict]:
+    """Every event of one `stream=true` transcription of `audio`."""
+    with (
+        audio.open("rb") as fh,
+        httpx.stream(
+            "POST",
+            f"{server.url}/v1/audio/transcriptions",
+            files={"file": (audio.name, fh)},
+            data={"stream": "true"},
+            headers=server.headers(),
+            timeout=timeout,
+        ) as r,
+    ):
+        assert r.status_code == 200, r.read()
+        return list(sse_events(r))
