@@ -333,7 +333,7 @@ def fit_frames(feats: np.ndarray, frames: int) -> np.ndarray:
 def language_probabilities(model: Any, batch: np.ndarray) -> list[dict[str, float]]:
     """Every language's probability for each item of a batch of equal-length features (n, n_mels, frames).
 
-    The CTranslate2 model takes windows shorter than 30 s; a 10 s window costs about a fifth of a full one,
+    The CTranslate2 model takes windows shorter than 30 s; a 5 s window costs about a tenth of a full one,
     which is what makes a detection per speech chunk affordable."""
     import ctranslate2
 

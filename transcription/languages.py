@@ -4,9 +4,12 @@ Whisper decodes a 30 s window in the one language its prompt names; told English
 translates it. Detecting once per file therefore loses every part that is not in the first one's language.
 Here a window's speech is cut into units at pauses (Silero VAD), and the language is detected cheaply:
 
-- consecutive units are grouped up to GROUP_S of speech and each group is detected once, on a 10 s feature
-  window (a fifth of the cost of a full 30 s one);
-- a group whose top language is below GROUP_SURE may mix languages: each of its units is detected alone;
+- each unit is detected on a 5 s feature window (DETECT_FRAMES; a 30 s window costs several times more, and
+  the first seconds of a unit tell its language); consecutive short units are grouped up to GROUP_S of speech
+  and detected together, as a short "yes" alone says little;
+- a group whose top language is below GROUP_SURE may mix languages: each of its units is detected alone
+  (groups stay short because a group's detection follows its first language: a 10 s group starting in
+  German scored 0.991 German with 4.3 s of Russian and Chinese in it);
 - a unit (or sure group) switches the language only at SWITCH_P or above; an unsure one takes whichever of its
   neighbours' languages it rates higher, so a short "mm" or a name does not flap the language.
 
@@ -31,9 +34,9 @@ FILE = "file"
 UNIT_MIN_SILENCE_MS = 300  # a pause this long may separate two languages
 UNIT_PAD_MS = 100
 UNIT_MAX_S = 30.0
-DETECT_FRAMES = 1000  # 10 s of features per detection
-GROUP_S = 10.0
-GROUP_SURE = 0.99  # a mixed group measured at most 0.98 for its top language; one language alone, 0.99+
+DETECT_FRAMES = 500  # 5 s of features per detection (padded with the detection filler when shorter)
+GROUP_S = 3.0
+GROUP_SURE = 0.99  # mixed short groups measured at most 0.98 for their top language; one language, 0.99+
 SWITCH_P = 0.8
 ONCE_FRAMES = 3000  # detection once per file looks at the first 30 s of speech, as faster-whisper does
 _BATCH = 16
