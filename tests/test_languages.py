@@ -210,10 +210,10 @@ def test_find_lost() -> None:
     assert recovery.find_lost([(1.0, 4.0)], [_seg(0.0, 0.6), _seg(3.9, 4.5)]) == [
         (pytest.approx(1.1), pytest.approx(3.4))
     ]
-    # Two 1.5 s pieces 0.8 s apart (closer than JOIN_S): one stretch of 3 s of speech.
-    assert recovery.find_lost([(1.0, 2.5), (3.3, 4.8)], []) == [(1.0, 4.8)]
+    # Two 1.0 s pieces 0.8 s apart (closer than JOIN_S): one stretch of 2 s of speech.
+    assert recovery.find_lost([(1.0, 2.0), (2.8, 3.8)], []) == [(1.0, 3.8)]
     # The same pieces 1.5 s apart are two short gaps (a breath, a filler word): not lost.
-    assert recovery.find_lost([(1.0, 2.5), (4.0, 5.5)], []) == []
+    assert recovery.find_lost([(1.0, 2.0), (3.5, 4.5)], []) == []
     # Speech only partly covered: what is left of it.
     assert recovery.find_lost([(0.0, 5.0)], [_seg(0.0, 1.0, "hi")]) == [(1.5, 5.0)]
     # A segment without word times covers its whole range.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .schema import Segment
 
-LOST_MIN_S = 2.0  # a shorter gap can be a breath, a filler word Whisper leaves out, or a word-timing error
+LOST_MIN_S = 1.5  # less can be a breath, a laugh, a filler word Whisper leaves out, or a word-timing error
 WORD_MARGIN_S = 0.5  # word times are alignments: speech this close to a word counts as covered
 JOIN_S = 1.0
 RETRY_PAD_S = 0.25
