@@ -17,7 +17,7 @@ import pytest
 from conftest import DATA, load_json, run_cli, tiny_env
 
 from transcription import languages, recovery
-from transcription.asr import AsrOptions, AsrResult, Engine
+from transcription.asr import WINDOW_S, AsrOptions, AsrResult, Engine, main_language, windows
 from transcription.audio import SAMPLE_RATE
 from transcription.config import ConfigError, load_settings
 from transcription.languages import Span, Unit
@@ -154,7 +154,7 @@ def test_spans_cut_in_the_middle_of_pauses_and_cover_the_window() -> None:
         Unit(_sec(7.0), _sec(8.0), "en", 0.99),
     ]
     total = _sec(9.0)
-    out = languages.spans(units, total, "en")
+    out = languages.spans(units, total)
     assert [s.language for s in out] == ["en", "de", "en"]
     assert out[0].start == 0 and out[-1].end == total
     assert all(a.end == b.start for a, b in zip(out, out[1:], strict=False))  # no gap, no overlap
@@ -163,10 +163,22 @@ def test_spans_cut_in_the_middle_of_pauses_and_cover_the_window() -> None:
     # Each span's probability is its units' mean, weighted by length.
     assert out[0].probability == pytest.approx((0.9 * 1.5 + 0.6 * 1.0) / 2.5)
     assert out[1].probability == pytest.approx(0.95)
-    # One language: one span over the whole window; no speech: one span in the fallback language.
+    assert [s.speech for s in out] == pytest.approx([2.5, 1.5, 1.0])  # seconds of speech in each
+    # One language: one span over the whole window.
     same = [Unit(u.start, u.end, "de", 0.9) for u in units]
-    assert languages.spans(same, total, "en") == [Span(0, total, "de", pytest.approx(0.9))]
-    assert languages.spans([], total, "fr") == [Span(0, total, "fr", None)]
+    assert languages.spans(same, total) == [Span(0, total, "de", pytest.approx(0.9), pytest.approx(5.0))]
+
+
+def test_a_window_without_speech_neither_names_nor_carries_a_language() -> None:
+    """Whisper "detects" a language in noise too; that is not a language anyone spoke."""
+    noise = [Span(0, _sec(600), "nn", 0.4, 0.0)]
+    heard = [Span(0, _sec(10), "de", 0.95, 4.0), Span(_sec(10), _sec(20), "fr", 0.9, 3.0)]
+    assert languages.carried(noise, None) is None
+    assert languages.carried(noise, "de") == "de"
+    assert languages.carried(heard, None) == "fr"
+    assert main_language([], [("nn", 0.4, 0.0)], None) == (None, None)
+    assert main_language([], [("nn", 0.4, 0.0)], "de") == ("de", 1.0)
+    assert main_language([], [("nn", 0.4, 0.0), ("de", 0.9, 2.0)], None) == ("de", 0.9)
 
 
 def test_summary_ranks_languages_by_seconds() -> None:
@@ -467,11 +479,42 @@ def test_one_language_recording_is_one_span_and_decodes_as_detection_once(base: 
 
 
 @pytest.mark.slow
+def test_base_speech_after_a_window_of_noise_gets_its_own_language(base: Engine) -> None:
+    """A lead-in longer than a window (a meeting recorded before anyone speaks) holds no language: Whisper's
+    guess on its noise names none in the document, and neither mode decodes the speech after it in it."""
+    from faster_whisper.audio import decode_audio
+
+    lead = (np.random.default_rng(0).standard_normal(_sec(WINDOW_S + 5)) * 0.002).astype(np.float32)
+    german = [decode_audio(str(path), SR) for _, path, _ in PARTS[1:3]]
+    samples = np.concatenate([lead, german[0], np.zeros(_sec(GAP_S), np.float32), german[1]])
+    assert len(windows(samples, samples.shape[0])) == 2
+    from transcription.packing import SharedPacker
+
+    packer = SharedPacker(base, 4)
+    try:
+        results = {
+            (path, detection): run(samples, AsrOptions(batch_size=4, language_detection=detection))
+            for path, run in (("per file", base.transcribe), ("packed", packer.transcribe_samples))
+            for detection in ("file", "chunk")
+        }
+    finally:
+        packer.close()
+    for detection, result in results.items():
+        found = [_describe(s) for s in result.segments]
+        assert result.segments and {s.language for s in result.segments} == {"de"}, (detection, found)
+        assert "eisschrank" in " ".join(s.text for s in result.segments).lower(), (detection, found)
+        assert result.language == "de" and result.language_probability is not None, detection
+    quiet = base.transcribe(lead[: _sec(20)], AsrOptions())
+    assert quiet.segments == [] and (quiet.language, quiet.language_probability) == (None, None)
+    assert "no speech detected" in quiet.warnings
+
+
+@pytest.mark.slow
 def test_english_only_model_never_detects(tiny: Engine, mixed) -> None:
     samples, parts = mixed
     units = languages.speech_units(samples)
     plan = tiny.plan(samples, units, AsrOptions(), None)
-    assert plan == [Span(0, samples.shape[0], "en", 1.0)]  # one span, no detection
+    assert [(s.start, s.end, s.language, s.probability) for s in plan] == [(0, samples.shape[0], "en", 1.0)]
     assert {u.language for u in units} == {"en"}
     auto = tiny.transcribe(samples, AsrOptions())
     fixed = tiny.transcribe(samples, AsrOptions(language="en"))

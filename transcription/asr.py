@@ -72,24 +72,24 @@ def main_language(
     segments: list[Segment], spans: list[tuple[str, float | None, float]], fixed: str | None
 ) -> tuple[str | None, float | None]:
     """A transcription's language and its probability: the language with the most transcribed speech (else the
-    most detected speech); the probability is its spans' mean, weighted by length (1.0 when fixed)."""
+    most detected speech; None when nothing was heard and nothing fixed); the probability is its spans' mean,
+    weighted by speech (1.0 when fixed). `spans` are (language, probability, seconds of speech)."""
+    if fixed is not None:
+        return fixed, 1.0
     ranked = languages.summary(segments)
     seconds: dict[str, float] = {}
     for code, _, length in spans:
-        seconds[code] = seconds.get(code, 0.0) + length
+        if length > 0:
+            seconds[code] = seconds.get(code, 0.0) + length
     if ranked:
         main = ranked[0]["language"]
     elif seconds:
         main = max(seconds, key=lambda c: seconds[c])
     else:
-        return fixed, None
-    if fixed is not None:
-        return main, 1.0
-    known = [(p, length) for code, p, length in spans if code == main and p is not None]
+        return None, None
+    known = [(p, length) for code, p, length in spans if code == main and p is not None and length > 0]
     total = sum(length for _, length in known)
-    if not known:
-        return main, None
-    return main, (sum(p * length for p, length in known) / total if total > 0 else known[0][0])
+    return main, (sum(p * length for p, length in known) / total if known else None)
 
 
 class Engine:
@@ -206,21 +206,27 @@ class Engine:
                     if on_segment is not None:
                         on_segment(shift_segment(decoded[-1], offset))
                 found.extend(decoded)
-                detected.append((span.language, span.probability, (span.end - span.start) / SAMPLE_RATE))
+                detected.append((span.language, span.probability, span.speech))
                 if options.condition_on_previous_text and decoded:
                     decode_options = replace(
                         decode_options, initial_prompt=" ".join(s.text for s in decoded)[-400:]
                     )
-            previous = spans[-1].language
+            previous = languages.carried(spans, previous)
             if options.recover:
                 found = self._recover(chunk, units, found, options, out, offset, on_segment)
             out.segments.extend(shift_segment(seg, offset) for seg in found)
         out.segments = sanitize(out.segments, duration)
-        out.language, out.language_probability = main_language(out.segments, detected, options.language)
+        out.language, out.language_probability = main_language(
+            out.segments, detected, self.fixed_language(options)
+        )
         if not out.segments:
             out.warnings.append("no speech detected")
         out.warnings.extend(recovery.lost_warning(a, b) for a, b in out.lost)
         return out
+
+    def fixed_language(self, options: AsrOptions) -> str | None:
+        """The language every window is decoded in, when none is detected."""
+        return options.language if self.multilingual else "en"
 
     def plan(
         self, samples: np.ndarray, units: list[languages.Unit], options: AsrOptions, previous: str | None

@@ -58,12 +58,14 @@ class Unit:
 
 @dataclass(frozen=True)
 class Span:
-    """A part of a window decoded in one language; spans cover the window, cut in the pauses."""
+    """A part of a window decoded in one language; spans cover the window, cut in the pauses. `speech` is
+    the seconds of VAD speech in it: a language "detected" on a window without speech is noise, not a fact."""
 
     start: int
     end: int
     language: str
     probability: float | None
+    speech: float = 0.0
 
 
 def speech_units(samples: np.ndarray) -> list[Unit]:
@@ -201,10 +203,8 @@ def detect_units(
     assign(items, units, allowed, previous)
 
 
-def spans(units: list[Unit], total: int, fallback: str) -> list[Span]:
+def spans(units: list[Unit], total: int) -> list[Span]:
     """The window cut into runs of one language, each cut in the middle of the pause between two runs."""
-    if not units:
-        return [Span(0, total, fallback, None)]
     out: list[Span] = []
     run: list[Unit] = [units[0]]
     start = 0
@@ -224,7 +224,7 @@ def _span(start: int, end: int, run: list[Unit]) -> Span:
     known = [(u.probability, u.seconds) for u in run if u.probability is not None]
     probability = sum(p * s for p, s in known) / seconds if known and seconds > 0 else None
     assert run[0].language is not None
-    return Span(start, end, run[0].language, probability)
+    return Span(start, end, run[0].language, probability, seconds)
 
 
 def plan(
@@ -241,14 +241,17 @@ def plan(
     """How to decode one window: its spans, each with a language.
 
     A fixed language (or an English-only model) is one span; `detection` FILE detects once, on the first
-    window, and later windows keep `previous`; CHUNK detects per unit (`detect_units`)."""
+    window with speech, and later windows keep `previous`; CHUNK detects per unit (`detect_units`). A window
+    without speech keeps `previous`, or is detected on whatever it holds (Whisper still decodes it when VAD
+    is off); its span has no speech, so callers neither report nor carry that language (`carried`)."""
     total = int(samples.shape[0])
+    speech = sum(u.seconds for u in units)
     if not multilingual:
         language = "en"
     if language is not None:
         for u in units:
             u.language = language
-        return [Span(0, total, language, 1.0)]
+        return [Span(0, total, language, 1.0, speech)]
     if detection == FILE or not units:
         if previous is not None:
             found, probability = previous, None
@@ -256,9 +259,14 @@ def plan(
             found, probability = detect_once(model, samples, units, allowed)
         for u in units:
             u.language, u.probability = found, probability
-        return [Span(0, total, found, probability)]
+        return [Span(0, total, found, probability, speech)]
     detect_units(model, samples, units, allowed, previous)
-    return spans(units, total, previous or units[0].language or "en")
+    return spans(units, total)
+
+
+def carried(spans: Sequence[Span], previous: str | None) -> str | None:
+    """The language the next window starts from: this window's last, if it had speech at all."""
+    return spans[-1].language if any(s.speech > 0 for s in spans) else previous
 
 
 def summary(segments: Sequence[Any]) -> list[dict[str, Any]]:

@@ -245,14 +245,14 @@ class Packer:
         samples = _window_samples(f, start, end)
         units = languages.speech_units(samples)
         spans = self.engine.plan(samples, units, f.options, f.last_language)
-        f.last_language = spans[-1].language
+        f.last_language = languages.carried(spans, f.last_language)
         offset = start / audio.SAMPLE_RATE
         f.speech.extend(
             (offset + u.start / audio.SAMPLE_RATE, offset + u.end / audio.SAMPLE_RATE) for u in units
         )
         pieces = []
         for span in spans:
-            f.spans.append((span.language, span.probability, (span.end - span.start) / audio.SAMPLE_RATE))
+            f.spans.append((span.language, span.probability, span.speech))
             clips, chunks, metadata = self._chunks(samples[span.start : span.end], f.options.vad)
             pieces.append((span, clips, chunks, metadata))
         del samples
@@ -503,7 +503,9 @@ class Packer:
                 rec.recovered,
             )
         out.segments = schema.sanitize(segments, f.duration)
-        out.language, out.language_probability = asr.main_language(out.segments, f.spans, f.language)
+        out.language, out.language_probability = asr.main_language(
+            out.segments, f.spans, self.engine.fixed_language(f.options)
+        )
         if not out.segments:
             out.warnings.append("no speech detected")
         out.warnings.extend(recovery.lost_warning(a, b) for a, b in out.lost)
