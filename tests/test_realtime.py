@@ -626,6 +626,30 @@ def test_streaming_vad_equals_silero_on_the_whole_signal() -> None:
     assert np.abs(np.concatenate(probs) - whole).max() < 1e-5
 
 
+def test_a_soft_first_word_belongs_to_its_turn() -> None:
+    """In jfk's "ask not", "ask" scores below a 0.65 threshold and "not" above it: the turn that "not"
+    triggers starts at "ask" (speech above threshold - 0.15, no full silence in between), so the turn's
+    text has it; starting only `prefix_padding_ms` before "not" lost it."""
+    from transcription.asr import AsrOptions, Engine
+    from transcription.config import load_settings
+    from transcription.service.realtime_protocol import TurnDetection
+    from transcription.service.realtime_turns import LiveAudio, Started, Stopped
+
+    samples = pcm24(JFK, 16_000).astype(np.float32) / 32768.0
+    samples = np.concatenate([samples, np.zeros(16_000, np.float32)])
+    live = LiveAudio(TurnDetection(0.65, 300, 500))
+    actions = [a for i in range(0, samples.shape[0], 1600) for a in live.feed(samples[i : i + 1600])]
+    starts = [a.start / 16_000 for a in actions if isinstance(a, Started)]
+    turns = [a.audio for a in actions if isinstance(a, Stopped)]
+    assert len(starts) == len(turns) >= 2, starts
+    # "ask" is spoken from 3.26 s; "not" from 3.97 s, the first frame at 0.65 being at 4.03 s.
+    assert any(2.9 < s <= 3.26 for s in starts), starts
+    settings = load_settings({"model": "tiny.en", "device": "cpu"}, environ=tiny_env())
+    engine = Engine.load(settings)
+    texts = [" ".join(seg.text for seg in engine.transcribe(t, AsrOptions()).segments).lower() for t in turns]
+    assert any("ask not" in t for t in texts), texts
+
+
 def test_local_agreement_shows_only_what_two_decodes_agree_on() -> None:
     from transcription.service.realtime_agreement import LocalAgreement
 

@@ -2,11 +2,16 @@
 
 With server VAD a turn starts at the first frame whose speech probability reaches the threshold and stops
 once the probability has stayed below `threshold - 0.15` (Silero's own hysteresis) for the silence
-duration. Sooner, after `SPECULATE_AFTER_S` of that silence, the turn's audio is handed out (`Paused`) so
-its final decode can start while the server is still waiting to be sure the speaker has stopped: when the
-silence holds, the text is ready about when the turn is committed; when speech resumes (`Resumed`), that
-decode is dropped. The audio of a turn is the same either way: from `prefix_padding_ms` before the speech
-to `SPECULATE_AFTER_S` into the silence.
+duration. The start uses the same hysteresis backwards: speech above `threshold - 0.15` just before the
+trigger, with no silence as long as the silence duration in between, belongs to the turn (at most
+SOFT_ONSET_S of it). A soft first word ("ask" in jfk's "ask not" scores 0.4-0.6) otherwise fell outside
+the prefix padding when a louder word triggered the turn, and was lost.
+
+Sooner, after `SPECULATE_AFTER_S` of that silence, the turn's audio is handed out (`Paused`) so its final
+decode can start while the server is still waiting to be sure the speaker has stopped: when the silence
+holds, the text is ready about when the turn is committed; when speech resumes (`Resumed`), that decode is
+dropped. The audio of a turn is the same either way: from `prefix_padding_ms` before the speech to
+`SPECULATE_AFTER_S` into the silence.
 
 Without turn detection (manual mode) the audio accumulates until the client commits or clears it.
 
@@ -27,6 +32,7 @@ from .realtime_vad import FRAME, StreamingVad
 SPECULATE_AFTER_S = 0.16  # silence before the final decode starts (faster-whisper's own VAD gap: 160 ms)
 PARTIAL_STEP_S = 0.5  # new speech between two partial decodes
 MAX_TURN_S = 30.0  # a server-VAD turn is cut here (one Whisper window), so its decodes stay one window
+SOFT_ONSET_S = 1.0  # how far back before the trigger a soft onset may start a turn
 _HYSTERESIS = 0.15
 
 
@@ -90,6 +96,8 @@ class LiveAudio:
         self._silence_at: int | None = None  # first frame below the hysteresis threshold
         self._paused = False
         self._partial_at = 0
+        self._soft_from: int | None = None  # between turns: start of the speech-like frames (`_soft_frame`)
+        self._soft_quiet_at: int | None = None
 
     # ---------------------------------------------------------------- audio in
 
@@ -109,18 +117,22 @@ class LiveAudio:
         for i, p in enumerate(probs):
             self._frame(float(p), first + i * FRAME, actions)
         if not self.in_speech:
-            # Padding for a turn starting in the next frames, which may begin up to a frame back.
-            self._trim(self.total - self._padding() - FRAME)
+            # Audio a turn starting in the next frames may need: a soft onset, its padding, a frame back.
+            self._trim(self.total - self._padding() - FRAME - int(SOFT_ONSET_S * MODEL_RATE))
         return actions
 
     def _frame(self, p: float, at: int, actions: list[Action]) -> None:
         td = self.detection
         assert td is not None
         end = at + FRAME
+        low = max(td.threshold - _HYSTERESIS, 0.01)
         if not self.in_speech:
+            self._soft_frame(p >= low, at, end)
             if p >= td.threshold:
+                assert self._soft_from is not None
+                onset = max(self._soft_from, at - int(SOFT_ONSET_S * MODEL_RATE))
                 self.in_speech = True
-                self._turn_start = max(self._start, at - self._padding())
+                self._turn_start = max(self._start, onset - self._padding())
                 self._partial_at = end
                 actions.append(Started(self._turn_start))
             return
@@ -129,7 +141,7 @@ class LiveAudio:
             if self._paused:
                 self._paused = False
                 actions.append(Resumed())
-        elif p < max(td.threshold - _HYSTERESIS, 0.01) and self._silence_at is None:
+        elif p < low and self._silence_at is None:
             self._silence_at = at
         if self._silence_at is not None:
             silent = end - self._silence_at
@@ -148,6 +160,20 @@ class LiveAudio:
         if end - self._turn_start >= int(MAX_TURN_S * MODEL_RATE):
             actions.append(Stopped(end, self._slice(self._turn_start, end), speculated=False))
             self._end_turn(end)
+
+    def _soft_frame(self, speechlike: bool, at: int, end: int) -> None:
+        """Between turns: where the current run of speech-like frames began (None after a full silence)."""
+        td = self.detection
+        assert td is not None
+        if speechlike:
+            if self._soft_from is None:
+                self._soft_from = at
+            self._soft_quiet_at = None
+        elif self._soft_from is not None:
+            if self._soft_quiet_at is None:
+                self._soft_quiet_at = at
+            if end - self._soft_quiet_at >= td.silence_duration_ms * MODEL_RATE // 1000:
+                self._soft_from = self._soft_quiet_at = None
 
     def _end_turn(self, end: int) -> None:
         self._reset_turn()
