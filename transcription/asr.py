@@ -67,6 +67,12 @@ class AsrResult:
     retried: int = 0  # stretches decoded again by the loss detector
     recovered: int = 0  # ... of which gave text
 
+    def count(self, rec: recovery.Recovered, offset: float = 0.0) -> None:
+        """Add one run of the loss detector (its times `offset` s into this result's)."""
+        self.retried += rec.retried
+        self.recovered += rec.recovered
+        self.lost.extend((round(a + offset, 1), round(b + offset, 1)) for a, b in rec.lost)
+
 
 def main_language(
     segments: list[Segment], spans: list[tuple[str, float | None, float]], fixed: str | None
@@ -215,10 +221,16 @@ class Engine:
             if options.recover:
                 found = self._recover(chunk, units, found, options, out, offset, on_segment)
             out.segments.extend(shift_segment(seg, offset) for seg in found)
-        out.segments = sanitize(out.segments, duration)
-        out.language, out.language_probability = main_language(
-            out.segments, detected, self.fixed_language(options)
-        )
+        return self.conclude(out, detected, options)
+
+    def conclude(
+        self, out: AsrResult, spans: list[tuple[str, float | None, float]], options: AsrOptions
+    ) -> AsrResult:
+        """The end of a transcription, per file or packed: its segments cleaned, its main language from
+        them and the decoded `spans` (language, probability, seconds of speech), and its warnings."""
+        out.segments = sanitize(out.segments, out.duration)
+        fixed = self.fixed_language(options)
+        out.language, out.language_probability = main_language(out.segments, spans, fixed)
         if not out.segments:
             out.warnings.append("no speech detected")
         out.warnings.extend(recovery.lost_warning(a, b) for a, b in out.lost)
@@ -260,9 +272,7 @@ class Engine:
             return samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
 
         rec = recovery.recover(speech, found, self.retry(read, options), samples.shape[0] / SAMPLE_RATE)
-        out.retried += rec.retried
-        out.recovered += rec.recovered
-        out.lost.extend((round(a + offset, 1), round(b + offset, 1)) for a, b in rec.lost)
+        out.count(rec, offset)
         if on_segment is not None:
             kept = {id(s) for s in found}
             for seg in rec.segments:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import asr, audio, languages, recovery, schema
+from . import asr, audio, languages, recovery
 from . import fw_internals as fw
 from .asr import AsrOptions, AsrResult
 from .schema import Segment
@@ -88,8 +88,6 @@ class PackedFile:
     frames: int = 0
     duration: float = 0.0
     windows: list[tuple[int, int]] = field(default_factory=list)  # sample ranges, as asr.windows
-    language: str | None = None  # fixed by the options or the model; else the main detected one, at the end
-    language_probability: float | None = None
     segments: list[Segment] = field(default_factory=list)
     speech: list[tuple[float, float]] = field(default_factory=list)  # VAD units in file seconds
     spans: list[tuple[str, float | None, float]] = field(default_factory=list)  # (language, p, seconds)
@@ -191,7 +189,6 @@ class Packer:
         self.engine = engine
         self.model = engine.model  # faster_whisper.WhisperModel
         self.batch_size = batch_size
-        self.multilingual = fw.is_multilingual(self.model)
         self.chunk_length = fw.chunk_length(self.model)
         self.chunk_bytes = fw.n_mels(self.model) * 3000 * 4  # one padded 30 s feature window
         self.budget = Budget(max(FEATURE_BUDGET_FLOOR, 3 * batch_size * self.chunk_bytes))
@@ -207,13 +204,12 @@ class Packer:
     # ---------------------------------------------------------------- CPU side (any thread)
 
     def open(self, wav: Path, options: AsrOptions, owner: Any = None) -> PackedFile:
-        """A file to pack: its windows, and its language when the options or the model fix it."""
+        """A file to pack, and its windows."""
         f = PackedFile(wav, replace(options, batch_size=self.batch_size), owner)
         reader = audio.WavReader(wav)
         f.frames = reader.frames
         f.duration = reader.frames / audio.SAMPLE_RATE
         f.windows = asr.windows(reader, reader.frames) if reader.frames else []
-        self._fix_language(f, options)
         return f
 
     def open_samples(self, samples: np.ndarray, options: AsrOptions, priority: bool = False) -> PackedFile:
@@ -222,15 +218,7 @@ class Packer:
         f.frames = int(samples.shape[0])
         f.duration = f.frames / audio.SAMPLE_RATE
         f.windows = asr.windows(samples, f.frames) if f.frames else []
-        self._fix_language(f, options)
         return f
-
-    def _fix_language(self, f: PackedFile, options: AsrOptions) -> None:
-        """The file's language when the options or the model fix it (else detected as it is prepared)."""
-        if not self.multilingual:
-            f.language, f.language_probability = "en", 1.0
-        elif options.language is not None:
-            f.language, f.language_probability = options.language, 1.0
 
     def has_work(self) -> bool:
         return bool(self.pending) or bool(self.urgent)
@@ -491,25 +479,16 @@ class Packer:
         """A finished file's transcription, as `Engine.transcribe` reports it, after the loss detector (which
         may decode stretches again: call it off the model thread, which it waits for)."""
         if not f.frames:
-            return AsrResult(f.language, None, f.duration, [], ["no audio samples"])
+            fixed = self.engine.fixed_language(f.options)
+            return AsrResult(fixed, None, f.duration, [], ["no audio samples"])
         segments = sorted(f.segments, key=lambda seg: (seg.start, seg.end))
-        out = AsrResult(f.language, None, f.duration, [])
+        out = AsrResult(None, None, f.duration, segments)
         if f.options.recover:
-            rec = recovery.recover(f.speech, segments, self.engine.retry(_reader(f), f.options), f.duration)
-            segments, out.lost, out.retried, out.recovered = (
-                rec.segments,
-                rec.lost,
-                rec.retried,
-                rec.recovered,
-            )
-        out.segments = schema.sanitize(segments, f.duration)
-        out.language, out.language_probability = asr.main_language(
-            out.segments, f.spans, self.engine.fixed_language(f.options)
-        )
-        if not out.segments:
-            out.warnings.append("no speech detected")
-        out.warnings.extend(recovery.lost_warning(a, b) for a, b in out.lost)
-        return out
+            retry = self.engine.retry(_reader(f), f.options)
+            rec = recovery.recover(f.speech, out.segments, retry, f.duration)
+            out.segments = rec.segments
+            out.count(rec)
+        return self.engine.conclude(out, f.spans, f.options)
 
 
 def _speech(clips: list[dict[str, int]]) -> bool:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import zlib
 from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from transcription import writers
 from transcription.config import LANGUAGE_NAMES  # verbose_json reports the language by name, as OpenAI
+from transcription.recovery import compression_ratio
 
 from .errors import ApiError
 from .speaker_options import diarized_json
@@ -22,11 +22,6 @@ def language_name(code: str | None) -> str:
     if not code:
         return "unknown"
     return LANGUAGE_NAMES.get(code, code)
-
-
-def _compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
 
 
 def verbose_json(doc: dict[str, Any], granularities: list[str]) -> dict[str, Any]:
@@ -50,7 +45,7 @@ def verbose_json(doc: dict[str, Any], granularities: list[str]) -> dict[str, Any
                 "text": seg["text"],
                 "avg_logprob": seg.get("avg_logprob"),
                 "no_speech_prob": seg.get("no_speech_prob"),
-                "compression_ratio": _compression_ratio(seg["text"]),
+                "compression_ratio": round(compression_ratio(seg["text"]), 4),
             }
             # Fields our document may carry beyond the schema's minimum pass through untouched.
             for key in ("seek", "tokens", "temperature"):
