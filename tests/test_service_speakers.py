@@ -176,3 +176,79 @@ def test_openai_error_type_for_speaker_errors(main_server: Server) -> None:
             known_speaker_names=["A", "B"],
             known_speaker_references=["data:,"],
         )
+
+
+def _post_transcription(server: Server, fields: dict, audio: Path = CALL, endpoint: str = "transcriptions"):
+    with audio.open("rb") as fh:
+        return httpx.post(
+            f"{server.url}/v1/audio/{endpoint}",
+            files={"file": (audio.name, fh)},
+            data=fields,
+            headers=server.headers(),
+            timeout=300,
+        )
+
+
+@pytest.mark.parametrize("name", ["SPEAKER_01", "speaker_00", "SPEAKER 02"])
+def test_a_name_like_a_generated_id_is_refused(main_server: Server, name: str) -> None:
+    # Unmatched voices keep their generated SPEAKER_nn id: a reference named like one would merge two voices.
+    r = _post_transcription(
+        main_server,
+        {
+            "response_format": "diarized_json",
+            "known_speaker_names[]": name,
+            "known_speaker_references[]": _wav_data_url(CALL, 10.6, 14.6),
+        },
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_speaker_reference" and error["param"] == "known_speaker_names", error
+    assert name in error["message"] and "unnamed voices" in error["message"], error
+
+
+def test_a_line_wrapped_base64_reference_is_accepted(main_server: Server) -> None:
+    # As `base64` prints it: 76 characters a line; the data URL's payload may carry standard whitespace.
+    url = _wav_data_url(CALL, 10.6, 14.6)
+    header, payload = url.split(",", 1)
+    wrapped = "\n".join(payload[i : i + 76] for i in range(0, len(payload), 76))
+    r = _post_transcription(
+        main_server,
+        {
+            "response_format": "diarized_json",
+            "min_speakers": "2",
+            "known_speaker_names[]": "Diane",
+            "known_speaker_references[]": f"{header},{wrapped}\r\n \t",
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert "Diane" in {s["speaker"] for s in r.json()["segments"]}
+
+
+@pytest.mark.parametrize("field", ["num_speakers", "min_speakers", "max_speakers"])
+@pytest.mark.parametrize("value", ["\u0663", "\uff13", "3\u0663"])  # Arabic-Indic and full-width digits
+def test_counts_take_ascii_digits_only(main_server: Server, field: str, value: str) -> None:
+    r = _post_transcription(main_server, {"diarize": "true", field: value}, audio=support.JFK)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field and "whole number" in error["message"], error
+
+
+RU = DATA / "multilingual" / "ru" / "ru.wav"
+
+
+@pytest.fixture(scope="module")
+def base_server(tmp_path_factory: pytest.TempPathFactory):
+    server = support.make_server(tmp_path_factory.mktemp("speakers-base"), "root", ENABLE_EMOTION="false")
+    server.extra_args = ["--model", "base"]  # after the fixture's --model tiny.en: the last one counts
+    yield from support.serve_module(server)
+
+
+@pytest.mark.slow
+def test_translation_in_diarized_json_reports_its_task(base_server: Server) -> None:
+    r = _post_transcription(
+        base_server, {"response_format": "diarized_json"}, audio=RU, endpoint="translations"
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["task"] == "translate", body
+    assert body["segments"] and all(s["speaker"].startswith("SPEAKER_") for s in body["segments"])

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__, languages, schema, writers
+from .doc_types import Transcript
 from .layout import Input, Layout, atomic_write_text
 
 if TYPE_CHECKING:
@@ -98,10 +99,10 @@ def build(
     file_label: str,
     source: SourceIdentity,
     timings: dict[str, float],
-) -> dict[str, Any]:
+) -> Transcript:
     """A fresh Stage 1 document from one transcription and where it came from."""
     segments = [s.to_dict() for s in result.segments]
-    doc = {
+    doc: Transcript = {
         "schema_version": schema.SCHEMA_VERSION,
         "file": file_label,
         "language": result.language,
@@ -138,7 +139,7 @@ def build(
     return doc
 
 
-def finish(doc: dict[str, Any], reader: WavReader, settings: Settings, *, enrich: bool) -> dict[str, Any]:
+def finish(doc: Transcript, reader: WavReader, settings: Settings, *, enrich: bool) -> Transcript:
     """The end of every document path: Stage 2 when asked (a crash there marks its features failed and
     never costs the transcript), then validation against the schema and its timing invariants."""
     if enrich:
@@ -151,7 +152,7 @@ def finish(doc: dict[str, Any], reader: WavReader, settings: Settings, *, enrich
     return doc
 
 
-def write(layout: Layout, stem: str, doc: dict[str, Any]) -> None:
+def write(layout: Layout, stem: str, doc: Transcript) -> None:
     """Text formats first, JSON last: the JSON is what marks the input as done."""
     for fmt in writers.TEXT_FORMATS:
         atomic_write_text(layout.text_path(stem, fmt), writers.render(doc, fmt))
@@ -163,7 +164,7 @@ def write(layout: Layout, stem: str, doc: dict[str, Any]) -> None:
     atomic_write_text(layout.json_path(stem), writers.render(doc, "json"))
 
 
-def current(layout: Layout, inp: Input, settings: Settings) -> dict[str, Any] | None:
+def current(layout: Layout, inp: Input, settings: Settings) -> Transcript | None:
     """The finished document for `inp` if its outputs match this source content and these settings."""
     try:
         doc = json.loads(layout.json_path(inp.stem).read_text(encoding="utf-8"))

@@ -6,7 +6,9 @@ import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
+
+from .doc_types import SegmentDoc, Transcript, WordDoc
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "transcript.schema.json"
@@ -20,7 +22,7 @@ class Word:
     end: float
     probability: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> WordDoc:
         return {
             "word": self.word,
             "start": _r(self.start),
@@ -40,8 +42,8 @@ class Segment:
     words: list[Word] = field(default_factory=list)
     language: str | None = None  # the language it was decoded in
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_dict(self) -> SegmentDoc:
+        out: SegmentDoc = {
             "id": self.id,
             "start": _r(self.start),
             "end": _r(self.end),
@@ -68,7 +70,7 @@ class TimingError(ValueError):
     """A document breaks a timing invariant (overlap, word outside its segment, end after the audio)."""
 
 
-def validate(doc: dict[str, Any]) -> None:
+def validate(doc: Transcript) -> None:
     """Raise jsonschema.ValidationError or TimingError unless `doc` is a valid transcript."""
     import jsonschema
 
@@ -89,7 +91,7 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
-def check_timing(doc: dict[str, Any]) -> None:
+def check_timing(doc: Transcript) -> None:
     duration = float(doc["duration"])
     previous_end = 0.0
     for seg in doc["segments"]:
@@ -110,7 +112,7 @@ class SpeakerError(ValueError):
     """A document's speaker labels disagree with its `speakers` list or its turns leave the audio."""
 
 
-def check_speakers(doc: dict[str, Any]) -> None:
+def check_speakers(doc: Transcript) -> None:
     duration = float(doc["duration"])
     for t in doc.get("turns", []):
         if not (0 <= t["start"] <= t["end"] <= duration + _EPS):
@@ -124,7 +126,7 @@ def check_speakers(doc: dict[str, Any]) -> None:
 
 
 def sanitize(segments: list[Segment], duration: float) -> list[Segment]:
-    """Clamp times to the audio, remove overlaps, keep words inside their segment, and renumber.
+    """Clamp times to the audio, remove overlaps, keep words inside their segment, and number them.
 
     Whisper can emit a final timestamp past the end of the audio, or a segment that starts before the previous
     one ended (when windows are joined); outputs must never show either.
@@ -143,7 +145,7 @@ def sanitize(segments: list[Segment], duration: float) -> list[Segment]:
         if not any(ch.isalnum() for ch in text):
             continue  # "", "...", "-": Whisper's marks on silence and noise, never speech
         out.append(
-            Segment(len(out), start, end, text, seg.avg_logprob, seg.no_speech_prob, words, seg.language)
+            Segment(seg.id, start, end, text, seg.avg_logprob, seg.no_speech_prob, words, seg.language)
         )
         previous_end = end
     # Rounding to milliseconds must not re-create an overlap or push a word out.
@@ -159,4 +161,18 @@ def sanitize(segments: list[Segment], duration: float) -> list[Segment]:
             for w in b.words:
                 w.start = max(w.start, b.start)
                 w.end = max(w.end, w.start)
-    return out
+    return renumber(out)
+
+
+S = TypeVar("S", Segment, SegmentDoc)
+
+
+def renumber(segments: list[S]) -> list[S]:
+    """A segment's id is its place in the document (0, 1, ...): given again whenever segments are dropped,
+    split or joined."""
+    for n, seg in enumerate(segments):
+        if isinstance(seg, Segment):
+            seg.id = n
+        else:
+            seg["id"] = n
+    return segments

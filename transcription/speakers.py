@@ -13,16 +13,18 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import hardware
+from . import hardware, schema
 from .audio import WavReader
+from .doc_types import Meta, SegmentDoc, Transcript, TurnDoc, WordDoc
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -56,6 +58,8 @@ def start(
 ) -> Future[tuple[Diarization, float]]:
     """Diarize a normalised WAV on the diarization pool, overlapping transcription; the future gives the
     result and the seconds it took."""
+    for name in known or {}:
+        check_name(name)
     engine = diarizer(settings)  # loaded here, on the caller's thread: a load error is the caller's
     return _pool().submit(_run, engine, settings, wav, source, dict(known or {}))
 
@@ -72,7 +76,7 @@ def _run(
     return result, time.perf_counter() - t0
 
 
-def add(doc: dict[str, Any], job: Future[tuple[Diarization, float]], settings: Settings) -> dict[str, Any]:
+def add(doc: Transcript, job: Future[tuple[Diarization, float]], settings: Settings) -> Transcript:
     """Attach a finished diarization to `doc`, or record its failure (the transcript is kept either way)."""
     try:
         result, seconds = job.result()
@@ -84,10 +88,10 @@ def add(doc: dict[str, Any], job: Future[tuple[Diarization, float]], settings: S
     return doc
 
 
-def attach(doc: dict[str, Any], result: Diarization, settings: Settings, seconds: float) -> None:
+def attach(doc: Transcript, result: Diarization, settings: Settings, seconds: float) -> None:
     """Speakers on every word and segment, segments split at speaker changes, `speakers` and `turns`."""
     unsplit(doc)
-    turns = sorted(
+    turns: list[TurnDoc] = sorted(
         ({"speaker": t.speaker, "start": round(t.start, 3), "end": round(t.end, 3)} for t in result.turns),
         key=lambda t: (t["start"], t["end"]),
     )
@@ -99,17 +103,18 @@ def attach(doc: dict[str, Any], result: Diarization, settings: Settings, seconds
     ]
     timeline = _Timeline(turns)
     splits: list[list[int]] = []
-    segments: list[dict[str, Any]] = []
+    segments: list[SegmentDoc] = []
     for seg in doc["segments"]:
         pieces = _split(seg, timeline)
         if len(pieces) > 1:
             splits.append(list(range(len(segments), len(segments) + len(pieces))))
         segments.extend(pieces)
-    for n, seg in enumerate(segments):
-        seg["id"] = n
-    doc["segments"] = segments
+    doc["segments"] = schema.renumber(segments)
     doc["turns"] = turns
-    doc["speakers"] = [{"id": s, "total_s": round(_talk_time(turns, s), 3)} for s in _first_appearance(turns)]
+    doc["speakers"] = [
+        {"id": s, "total_s": round(_talk_time(turns, s), 3)}
+        for s in first_appearance(t["speaker"] for t in turns)
+    ]
     meta = doc["meta"]
     meta["diarization"] = {
         "status": "ok",
@@ -121,7 +126,7 @@ def attach(doc: dict[str, Any], result: Diarization, settings: Settings, seconds
     _warn(meta, result.warnings)
 
 
-def mark_failed(doc: dict[str, Any], settings: Settings, error: str) -> None:
+def mark_failed(doc: Transcript, settings: Settings, error: str) -> None:
     strip(doc)
     doc["meta"]["diarization"] = {
         "status": "failed",
@@ -131,13 +136,13 @@ def mark_failed(doc: dict[str, Any], settings: Settings, error: str) -> None:
     _warn(doc["meta"], [f"diarization failed: {error}"])
 
 
-def _warn(meta: dict[str, Any], lines: list[str]) -> None:
+def _warn(meta: Meta, lines: list[str]) -> None:
     """This diarization's warnings in place of an earlier one's."""
     kept = [w for w in meta.get("warnings", []) if not w.startswith("speakers:")]
     meta["warnings"] = kept + [f"speakers: {line}" for line in lines]
 
 
-def failure(doc: dict[str, Any]) -> DiarizationFailed | None:
+def failure(doc: Transcript) -> DiarizationFailed | None:
     """The error that fails this document's input when its diarization failed (the transcript is kept)."""
     info = doc.get("meta", {}).get("diarization")
     if isinstance(info, dict) and info.get("status") == "failed":
@@ -145,7 +150,7 @@ def failure(doc: dict[str, Any]) -> DiarizationFailed | None:
     return None
 
 
-def current(doc: dict[str, Any], settings: Settings) -> bool:
+def current(doc: Transcript, settings: Settings) -> bool:
     """Whether `doc` carries speakers found with these settings."""
     info = doc.get("meta", {}).get("diarization")
     return (
@@ -156,7 +161,7 @@ def current(doc: dict[str, Any], settings: Settings) -> bool:
     )
 
 
-def strip(doc: dict[str, Any]) -> None:
+def strip(doc: Transcript) -> None:
     """Remove speakers (and the splits they caused) from a document."""
     unsplit(doc)
     doc.pop("speakers", None)
@@ -168,7 +173,7 @@ def strip(doc: dict[str, Any]) -> None:
     doc["meta"].pop("diarization", None)
 
 
-def unsplit(doc: dict[str, Any]) -> None:
+def unsplit(doc: Transcript) -> None:
     """Join segments that an earlier diarization split, back into the engine's segments.
 
     Their Stage 2 state is dropped: it described the pieces, and Stage 2 redoes what is missing.
@@ -180,31 +185,29 @@ def unsplit(doc: dict[str, Any]) -> None:
     segments = doc["segments"]
     first_of = {g[0]: g for g in groups if g and all(0 <= i < len(segments) for i in g)}
     joined = {i for g in first_of.values() for i in g}
-    out: list[dict[str, Any]] = []
+    out: list[SegmentDoc] = []
     for i, seg in enumerate(segments):
         if i in first_of:
             parts = [segments[j] for j in first_of[i]]
-            merged = {k: v for k, v in parts[0].items() if k not in ("audio_state", "speaker")}
+            merged: SegmentDoc = {k: v for k, v in parts[0].items() if k not in ("audio_state", "speaker")}
             merged["end"] = parts[-1]["end"]
             merged["words"] = [w for p in parts for w in p["words"]]
             merged["text"] = " ".join(p["text"] for p in parts if p["text"])
             out.append(merged)
         elif i not in joined:
             out.append(seg)
-    for n, seg in enumerate(out):
-        seg["id"] = n
-    doc["segments"] = out
+    doc["segments"] = schema.renumber(out)
     info["splits"] = []
 
 
-def _split(seg: dict[str, Any], timeline: _Timeline) -> list[dict[str, Any]]:
+def _split(seg: SegmentDoc, timeline: _Timeline) -> list[SegmentDoc]:
     """One segment as one piece per run of same-speaker words (the segment's own span without words)."""
     words = seg["words"]
     if not words:
         return [{**seg, "speaker": timeline.speaker_of(seg["start"], seg["end"])}]
     for w in words:
         w["speaker"] = timeline.speaker_of(w["start"], w["end"])
-    runs: list[list[dict[str, Any]]] = [[words[0]]]
+    runs: list[list[WordDoc]] = [[words[0]]]
     for w in words[1:]:
         if w["speaker"] == runs[-1][-1]["speaker"]:
             runs[-1].append(w)
@@ -214,7 +217,7 @@ def _split(seg: dict[str, Any], timeline: _Timeline) -> list[dict[str, Any]]:
         return [{**seg, "speaker": words[0]["speaker"]}]
     pieces = []
     for n, run in enumerate(runs):
-        piece = {k: v for k, v in seg.items() if k != "audio_state"}
+        piece: SegmentDoc = {k: v for k, v in seg.items() if k != "audio_state"}
         piece["start"] = seg["start"] if n == 0 else run[0]["start"]
         piece["end"] = seg["end"] if n == len(runs) - 1 else run[-1]["end"]
         piece["words"] = run
@@ -227,7 +230,7 @@ def _split(seg: dict[str, Any], timeline: _Timeline) -> list[dict[str, Any]]:
 class _Timeline:
     """Turns sorted by start, searchable in log time: a 2-hour call has thousands of turns and words."""
 
-    def __init__(self, turns: list[dict[str, Any]]) -> None:
+    def __init__(self, turns: list[TurnDoc]) -> None:
         self.turns = turns
         self.starts = [t["start"] for t in turns]
         self.latest: list[int] = []  # latest[i]: the turn ending last among turns[: i + 1]
@@ -260,14 +263,12 @@ class _Timeline:
         return str(best["speaker"])
 
 
-def _first_appearance(turns: list[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for t in turns:
-        seen.setdefault(t["speaker"], None)
-    return list(seen)
+def first_appearance(labels: Iterable[str]) -> list[str]:
+    """Each speaker once, in the order of `labels` (given in time order): the order speakers are listed in."""
+    return list(dict.fromkeys(labels))
 
 
-def _talk_time(turns: list[dict[str, Any]], speaker: str) -> float:
+def _talk_time(turns: list[TurnDoc], speaker: str) -> float:
     """Seconds `speaker` talks: the union of their turns."""
     total, reach = 0.0, 0.0
     for t in (t for t in turns if t["speaker"] == speaker):
@@ -278,10 +279,29 @@ def _talk_time(turns: list[dict[str, Any]], speaker: str) -> float:
     return total
 
 
+class NameTaken(ValueError):
+    """A known speaker's name that reads as a generated id: it would merge its voice with an unnamed one."""
+
+
+# The diarizer's ids for voices no reference names (SPEAKER_00, ...), in any case and with a space or a
+# hyphen for the underscore: RTTM and most readers would not tell them apart.
+_GENERATED_ID = re.compile(r"speaker[\s_-]*\d+", re.IGNORECASE)
+
+
 def clean_name(raw: str) -> str:
-    """A known speaker's name as it may appear in every output: one line, no markup, bounded."""
+    """A known speaker's name as it may appear in every output: one line, no markup, bounded, and never
+    one of the ids given to unnamed voices."""
     name = " ".join("".join(ch if ch.isprintable() else " " for ch in raw).split())
     name = name.replace("<", "").replace(">", "").replace("&", "and").strip()
     if not name:
         raise ValueError("a speaker name must have visible characters")
-    return name[:MAX_NAME_CHARS]
+    name = name[:MAX_NAME_CHARS]
+    check_name(name)
+    return name
+
+
+def check_name(name: str) -> None:
+    if _GENERATED_ID.fullmatch(name):
+        raise NameTaken(
+            "names like SPEAKER_00 are the ids of unnamed voices; a reference named so would merge two voices"
+        )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
-from typing import Any
+
+from .doc_types import SegmentDoc, Transcript
 
 FORMATS = ("json", "txt", "srt", "vtt", "rttm")
 TEXT_FORMATS = ("txt", "srt", "vtt")
@@ -19,18 +20,18 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _cue_text(seg: dict[str, Any]) -> str:
+def _cue_text(seg: SegmentDoc) -> str:
     # A cue never holds a blank line (it would end the cue) nor the "-->" arrow (it would look like a timing).
     text = " ".join(seg["text"].split())
     return text.replace("-->", "->")
 
 
-def _speaker(seg: dict[str, Any]) -> str | None:
+def _speaker(seg: SegmentDoc) -> str | None:
     label = seg.get("speaker")
     return " ".join(str(label).split()) if label else None
 
 
-def _prefixed(seg: dict[str, Any]) -> str:
+def _prefixed(seg: SegmentDoc) -> str:
     """The cue text after its speaker, `SPEAKER_00: text`, as TXT and SRT show it."""
     speaker = _speaker(seg)
     return f"{speaker}: {_cue_text(seg)}" if speaker else _cue_text(seg)
@@ -44,14 +45,14 @@ def _vtt_escape(text: str) -> str:
 class Writer:
     extension = ""
 
-    def render(self, doc: dict[str, Any]) -> str:
+    def render(self, doc: Transcript) -> str:
         raise NotImplementedError
 
 
 class JsonWriter(Writer):
     extension = "json"
 
-    def render(self, doc: dict[str, Any]) -> str:
+    def render(self, doc: Transcript) -> str:
         return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
@@ -60,7 +61,7 @@ class TxtWriter(Writer):
 
     extension = "txt"
 
-    def render(self, doc: dict[str, Any]) -> str:
+    def render(self, doc: Transcript) -> str:
         lines = []
         for seg in doc["segments"]:
             line = f"[{_clock(seg['start'], '.')} --> {_clock(seg['end'], '.')}] {_prefixed(seg)}"
@@ -74,7 +75,7 @@ class TxtWriter(Writer):
 class SrtWriter(Writer):
     extension = "srt"
 
-    def render(self, doc: dict[str, Any]) -> str:
+    def render(self, doc: Transcript) -> str:
         cues = []
         for n, seg in enumerate(doc["segments"], start=1):
             cues.append(f"{n}\n{_clock(seg['start'], ',')} --> {_clock(seg['end'], ',')}\n{_prefixed(seg)}\n")
@@ -84,7 +85,7 @@ class SrtWriter(Writer):
 class VttWriter(Writer):
     extension = "vtt"
 
-    def render(self, doc: dict[str, Any]) -> str:
+    def render(self, doc: Transcript) -> str:
         cues = ["WEBVTT\n"]
         for seg in doc["segments"]:
             text = _vtt_escape(_cue_text(seg))
@@ -101,7 +102,7 @@ class RttmWriter(Writer):
 
     extension = "rttm"
 
-    def render(self, doc: dict[str, Any]) -> str:
+    def render(self, doc: Transcript) -> str:
         file_id = "_".join(PurePosixPath(str(doc.get("file") or "audio")).stem.split()) or "audio"
         lines = []
         for t in doc.get("turns", []):
@@ -127,5 +128,5 @@ def get_writer(fmt: str) -> Writer:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
 
 
-def render(doc: dict[str, Any], fmt: str) -> str:
+def render(doc: Transcript, fmt: str) -> str:
     return get_writer(fmt).render(doc)

@@ -17,6 +17,7 @@ import numpy as np
 
 from transcription.audio import WavReader
 from transcription.config import Settings
+from transcription.doc_types import Transcript
 
 from . import levels, prosody, render
 from .emotion import (
@@ -46,7 +47,7 @@ __all__ = [
 ENRICHMENT_VERSION = "1"
 
 
-def enrich_document(doc: dict, audio: np.ndarray | WavReader, settings: Settings) -> dict:
+def enrich_document(doc: Transcript, audio: np.ndarray | WavReader, settings: Settings) -> Transcript:
     """Add or complete ``audio_state`` on every segment of ``doc`` (in place) and return ``doc``.
 
     ``audio`` is the file's mono 16 kHz signal, the same samples Stage 1 transcribed: a float32 array, or
@@ -220,7 +221,7 @@ def _speech_span(seg: dict[str, Any]) -> float | None:
         return None
 
 
-def enrich_or_mark_failed(doc: dict, audio: np.ndarray | WavReader, settings: Settings) -> dict:
+def enrich_or_mark_failed(doc: Transcript, audio: np.ndarray | WavReader, settings: Settings) -> Transcript:
     """`enrich_document`, except that a crash marks the unfinished features failed instead of raising:
     Stage 2 must never cost the Stage 1 result."""
     try:

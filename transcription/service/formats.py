@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from transcription import writers
 from transcription.config import LANGUAGE_NAMES  # verbose_json reports the language by name, as OpenAI
+from transcription.doc_types import Transcript
 from transcription.recovery import compression_ratio
 
 from .errors import ApiError
-from .speaker_options import diarized_json
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json", "slower_whisper_json")
 RESULT_FORMATS = ("json", "txt", "srt", "vtt", "rttm", "verbose_json", "diarized_json")
@@ -24,14 +24,19 @@ def language_name(code: str | None) -> str:
     return LANGUAGE_NAMES.get(code, code)
 
 
-def verbose_json(doc: dict[str, Any], granularities: list[str]) -> dict[str, Any]:
+def task(doc: Transcript) -> str:
+    """What the document's text is: `transcribe` (the spoken language) or `translate` (into English)."""
+    return (doc.get("meta") or {}).get("task") or "transcribe"
+
+
+def verbose_json(doc: Transcript, granularities: list[str]) -> dict[str, Any]:
     """OpenAI's verbose_json: segments unless only words were asked for, words when asked for. A translation
     reports its task and, as OpenAI's, the language of its text (English); the document keeps the spoken
     one."""
-    task = (doc.get("meta") or {}).get("task") or "transcribe"
+    task_name = task(doc)
     out: dict[str, Any] = {
-        "task": task,
-        "language": language_name("en" if task == "translate" else doc.get("language")),
+        "task": task_name,
+        "language": language_name("en" if task_name == "translate" else doc.get("language")),
         "duration": doc.get("duration", 0.0),
         "text": doc.get("text", ""),
     }
@@ -63,7 +68,28 @@ def verbose_json(doc: dict[str, Any], granularities: list[str]) -> dict[str, Any
     return out
 
 
-def transcription_response(doc: dict[str, Any], response_format: str, granularities: list[str]) -> Response:
+def diarized_json(doc: Transcript) -> dict[str, Any]:
+    """OpenAI's `diarized_json`: the text, and segments with their speaker."""
+    return {
+        "task": task(doc),
+        "duration": doc.get("duration", 0.0),
+        "text": doc.get("text", ""),
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{seg['id']}",
+                "start": seg["start"],
+                "end": seg["end"],
+                "text": seg["text"],
+                "speaker": seg.get("speaker") or "unknown",
+            }
+            for seg in doc.get("segments", [])
+        ],
+        "usage": {"type": "duration", "seconds": doc.get("duration", 0.0)},
+    }
+
+
+def transcription_response(doc: Transcript, response_format: str, granularities: list[str]) -> Response:
     if response_format == "json":
         return JSONResponse({"text": doc.get("text", "")})
     if response_format == "verbose_json":
@@ -83,7 +109,7 @@ def transcription_response(doc: dict[str, Any], response_format: str, granularit
     )
 
 
-def result_response(doc: dict[str, Any], fmt: str) -> Response:
+def result_response(doc: Transcript, fmt: str) -> Response:
     """A finished job's result in one of RESULT_FORMATS."""
     if fmt == "json":
         return Response(json.dumps(doc, ensure_ascii=False), media_type="application/json")

@@ -1,5 +1,4 @@
-"""Speakers in requests: the `diarize` and speaker-count fields, OpenAI's known-speaker references, and the
-`diarized_json` response."""
+"""Speakers in requests: the `diarize` and speaker-count fields, and OpenAI's known-speaker references."""
 
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from .uploads import Upload
 
 MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API
 REFERENCE_MIN_S, REFERENCE_MAX_S = 2.0, 10.0
+_NO_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
 
 
 @dataclass(frozen=True)
@@ -100,33 +100,19 @@ def known_speakers(upload: Upload, scratch: Path) -> dict[str, np.ndarray]:
     for raw_name, ref in zip(names, refs, strict=True):
         try:
             name = speakers.clean_name(raw_name)
+        except speakers.NameTaken as exc:
+            raise ApiError(
+                400,
+                f"known speaker name {raw_name!r}: {exc}",
+                "invalid_speaker_reference",
+                param="known_speaker_names",
+            ) from None
         except ValueError as exc:
             raise ApiError(400, f"known speaker name {raw_name!r}: {exc}", "invalid_value") from None
         if name in out:
             raise ApiError(400, f"known speaker {name!r} is named twice", "invalid_value")
         out[name] = _decode_reference(name, ref, scratch)
     return out
-
-
-def diarized_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's `diarized_json`: the text, and segments with their speaker."""
-    return {
-        "task": "transcribe",
-        "duration": doc.get("duration", 0.0),
-        "text": doc.get("text", ""),
-        "segments": [
-            {
-                "type": "transcript.text.segment",
-                "id": f"seg_{seg['id']}",
-                "start": seg["start"],
-                "end": seg["end"],
-                "text": seg["text"],
-                "speaker": seg.get("speaker") or "unknown",
-            }
-            for seg in doc.get("segments", [])
-        ],
-        "usage": {"type": "duration", "seconds": doc.get("duration", 0.0)},
-    }
 
 
 def has_references(upload: Upload) -> bool:
@@ -154,7 +140,8 @@ def _decode_reference(name: str, data_url: str, scratch: Path) -> np.ndarray:
     if not comma or not header.lower().startswith("data:") or not header.lower().endswith(";base64"):
         raise refused("expected a base64 data URL (data:audio/...;base64,...)")
     try:
-        raw = base64.b64decode(payload, validate=True)
+        # Standard whitespace is allowed inside: `base64` and MIME wrap their lines.
+        raw = base64.b64decode(payload.translate(_NO_WHITESPACE), validate=True)
     except (binascii.Error, ValueError):
         raise refused("the data URL is not valid base64") from None
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
@@ -172,10 +159,9 @@ def _decode_reference(name: str, data_url: str, scratch: Path) -> np.ndarray:
 def _count(raw: str | None, name: str) -> int | None:
     if raw in (None, ""):
         return None
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = 0
+    text = raw.strip()
+    # ASCII digits only, as every number in the API: `int` would also read "٣" or "３" as 3.
+    value = int(text) if text.isascii() and text.isdigit() else 0
     if not 1 <= value <= MAX_SPEAKERS:
         raise ApiError(
             400, f"{name} must be a whole number from 1 to {MAX_SPEAKERS}", "invalid_value", param=name
