@@ -135,6 +135,28 @@ def test_speakers_redone_with_other_turns_start_from_the_engine_segments(call_do
     assert "speakers" not in doc and "speaker" not in doc["segments"][0]
 
 
+def test_segment_ids_are_places_through_splits_and_joins(call_doc: dict) -> None:
+    doc = copy.deepcopy(call_doc)
+    settings = Settings(device="cpu", diarize=True)
+    speakers.attach(doc, _reference(_reference_turns()), settings, 0.1)
+    assert [s["id"] for s in doc["segments"]] == list(range(len(doc["segments"])))
+    splits = doc["meta"]["diarization"]["splits"]
+    assert splits and all(g == list(range(g[0], g[0] + len(g))) for g in splits)
+    speakers.strip(doc)
+    assert [s["id"] for s in doc["segments"]] == [s["id"] for s in call_doc["segments"]]
+    assert [s["id"] for s in call_doc["segments"]] == list(range(len(call_doc["segments"])))
+
+
+@pytest.mark.parametrize("name", ["SPEAKER_00", "speaker 3", "Speaker-12"])
+def test_a_known_name_never_reads_as_a_generated_id(tmp_path: Path, name: str) -> None:
+    with pytest.raises(speakers.NameTaken, match="unnamed voices"):
+        speakers.clean_name(name)
+    settings = Settings(device="cpu", diarize=True)
+    with pytest.raises(speakers.NameTaken):
+        speakers.start(settings, tmp_path / "unused.wav", None, {name: np.zeros(16000 * 3, np.float32)})
+    assert speakers.clean_name("Speaker Diane") == "Speaker Diane"  # a name that merely starts so is kept
+
+
 def test_no_turns_means_no_speakers_and_the_warning_is_kept(call_doc: dict) -> None:
     doc = copy.deepcopy(call_doc)
     empty = Diarization(turns=[], method="embedded", warnings=["no speech found"], centroids={})
