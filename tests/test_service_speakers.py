@@ -35,6 +35,17 @@ def _wav_data_url(path: Path, start_s: float, end_s: float) -> str:
     return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _post_transcription(server: Server, fields: dict, audio: Path = CALL, endpoint: str = "transcriptions"):
+    with audio.open("rb") as fh:
+        return httpx.post(
+            f"{server.url}/v1/audio/{endpoint}",
+            files={"file": (audio.name, fh)},
+            data=fields,
+            headers=server.headers(),
+            timeout=300,
+        )
+
+
 def test_diarized_json_with_the_openai_client(main_server: Server) -> None:
     client = openai_client(main_server)
     with CALL.open("rb") as fh:
@@ -71,14 +82,9 @@ def test_known_speaker_reference_names_the_speaker(main_server: Server) -> None:
 
 
 def test_full_document_and_counts(main_server: Server) -> None:
-    with CALL.open("rb") as fh:
-        r = httpx.post(
-            f"{main_server.url}/v1/audio/transcriptions",
-            files={"file": ("call.wav", fh)},
-            data={"response_format": "slower_whisper_json", "diarize": "true", "num_speakers": "3"},
-            headers=main_server.headers(),
-            timeout=300,
-        )
+    r = _post_transcription(
+        main_server, {"response_format": "slower_whisper_json", "diarize": "true", "num_speakers": "3"}
+    )
     assert r.status_code == 200, r.text
     doc = r.json()
     assert len(doc["speakers"]) == 3 and doc["turns"]
@@ -114,13 +120,7 @@ def test_full_document_and_counts(main_server: Server) -> None:
     ],
 )
 def test_bad_speaker_input_is_a_clear_400(main_server: Server, fields: dict, code: str, words: str) -> None:
-    r = httpx.post(
-        f"{main_server.url}/v1/audio/transcriptions",
-        files={"file": ("jfk.flac", support.JFK.read_bytes())},
-        data=fields,
-        headers=main_server.headers(),
-        timeout=120,
-    )
+    r = _post_transcription(main_server, fields, audio=support.JFK)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["code"] == code and words in error["message"], error
@@ -128,16 +128,13 @@ def test_bad_speaker_input_is_a_clear_400(main_server: Server, fields: dict, cod
 
 def test_too_short_reference_is_refused(main_server: Server) -> None:
     short = _wav_data_url(CALL, 11.0, 12.0)
-    r = httpx.post(
-        f"{main_server.url}/v1/audio/transcriptions",
-        files={"file": ("call.wav", CALL.read_bytes())},
-        data={
+    r = _post_transcription(
+        main_server,
+        {
             "response_format": "diarized_json",
             "known_speaker_names[]": "Diane",
             "known_speaker_references[]": short,
         },
-        headers=main_server.headers(),
-        timeout=120,
     )
     assert r.status_code == 400 and "2 to 10 seconds" in r.json()["error"]["message"]
 
@@ -175,17 +172,6 @@ def test_openai_error_type_for_speaker_errors(main_server: Server) -> None:
             chunking_strategy="auto",
             known_speaker_names=["A", "B"],
             known_speaker_references=["data:,"],
-        )
-
-
-def _post_transcription(server: Server, fields: dict, audio: Path = CALL, endpoint: str = "transcriptions"):
-    with audio.open("rb") as fh:
-        return httpx.post(
-            f"{server.url}/v1/audio/{endpoint}",
-            files={"file": (audio.name, fh)},
-            data=fields,
-            headers=server.headers(),
-            timeout=300,
         )
 
 
