@@ -131,6 +131,13 @@ def test_sanitize_enforces_timing_invariants() -> None:
         schema.check_timing(_doc(raw, 12.3))
 
 
+def test_renumber_gives_places_to_records_and_documents() -> None:
+    records = [Segment(7, 0.0, 1.0, "a", -0.1, 0.0, []), Segment(7, 1.0, 2.0, "b", -0.1, 0.0, [])]
+    assert [s.id for s in schema.renumber(records)] == [0, 1]
+    docs = [s.to_dict() for s in reversed(records)]
+    assert [s["id"] for s in schema.renumber(docs)] == [0, 1] and docs[0]["text"] == "b"
+
+
 def test_writers_render_valid_subtitles() -> None:
     segs = [
         Segment(0, 0.0, 1.5, "One --> two", -0.1, 0.0, []),

@@ -164,10 +164,10 @@ def sanitize(segments: list[Segment], duration: float) -> list[Segment]:
     return renumber(out)
 
 
-S = TypeVar("S", Segment, SegmentDoc)
+_Seg = TypeVar("_Seg", Segment, SegmentDoc)
 
 
-def renumber(segments: list[S]) -> list[S]:
+def renumber(segments: list[_Seg]) -> list[_Seg]:
     """A segment's id is its place in the document (0, 1, ...): given again whenever segments are dropped,
     split or joined."""
     for n, seg in enumerate(segments):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .diarize import Diarization, Diarizer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_NAME_CHARS = 64
 
@@ -263,7 +264,7 @@ class _Timeline:
         return str(best["speaker"])
 
 
-def first_appearance(labels: Iterable[str]) -> list[str]:
+def first_appearance(labels: Iterable[T]) -> list[T]:
     """Each speaker once, in the order of `labels` (given in time order): the order speakers are listed in."""
     return list(dict.fromkeys(labels))
 
