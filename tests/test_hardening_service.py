@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA, REPO, run_cli, tiny_env
 
-from transcription.service.callbacks import CallbackRefused, InternalAddress, check_callback_url, redact
-from transcription.service.jobs import CALLBACK, RECORD, JobStore
+from transcription.service.jobs.callbacks import CallbackRefused, InternalAddress, check_callback_url, redact
+from transcription.service.jobs.store import CALLBACK, RECORD, JobStore
 
 JFK = DATA / "en_read" / "jfk" / "jfk.flac"
 PUBLIC_IP = "93.184.216.34"  # a global address: unreachable inside the namespace, which has only loopback
@@ -246,7 +246,7 @@ def test_callbacks_are_sent_only_to_vetted_addresses(tmp_path: Path) -> None:
     script = (
         RECEIVERS
         + f"""
-from transcription.service.callbacks import deliver
+from transcription.service.jobs.callbacks import deliver
 
 async def main():
     r1, r2, other = Receiver("127.0.0.1"), Receiver("127.0.0.2"), Receiver("127.0.0.1")

@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import test_service_support as support
+import service_support as support
 import websockets
 from conftest import DATA, tiny_env, wer
-from test_service_support import JFK, Server
+from service_support import JFK, Server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 
@@ -593,7 +593,7 @@ def test_client_that_disconnects_frees_everything(live: Server) -> None:
 def test_streaming_resampler_equals_whole_signal_resampling() -> None:
     from scipy.signal import resample_poly
 
-    from transcription.service.realtime_audio import Resampler
+    from transcription.service.realtime.audio import Resampler
 
     pcm = pcm24(JFK)
     whole = resample_poly(pcm.astype(np.float32) / 32768.0, 2, 3)
@@ -612,7 +612,7 @@ def test_streaming_resampler_equals_whole_signal_resampling() -> None:
 def test_streaming_vad_equals_silero_on_the_whole_signal() -> None:
     from faster_whisper.vad import get_vad_model
 
-    from transcription.service.realtime_vad import FRAME, StreamingVad
+    from transcription.service.realtime.vad import FRAME, StreamingVad
 
     samples = pcm24(JFK, 16_000).astype(np.float32) / 32768.0
     n = samples.shape[0] // FRAME * FRAME
@@ -632,8 +632,8 @@ def test_a_soft_first_word_belongs_to_its_turn() -> None:
     text has it; starting only `prefix_padding_ms` before "not" lost it."""
     from transcription.asr import AsrOptions, Engine
     from transcription.config import load_settings
-    from transcription.service.realtime_protocol import TurnDetection
-    from transcription.service.realtime_turns import LiveAudio, Started, Stopped
+    from transcription.service.realtime.protocol import TurnDetection
+    from transcription.service.realtime.turns import LiveAudio, Started, Stopped
 
     samples = pcm24(JFK, 16_000).astype(np.float32) / 32768.0
     samples = np.concatenate([samples, np.zeros(16_000, np.float32)])
@@ -651,7 +651,7 @@ def test_a_soft_first_word_belongs_to_its_turn() -> None:
 
 
 def test_local_agreement_shows_only_what_two_decodes_agree_on() -> None:
-    from transcription.service.realtime_agreement import LocalAgreement
+    from transcription.service.realtime.agreement import LocalAgreement
 
     la = LocalAgreement()
     assert la.update("And so") == []

@@ -24,7 +24,7 @@ from transcription.config import Settings, load_settings
 from transcription.packing import Budget
 from transcription.service import create_app
 from transcription.service.errors import ApiError
-from transcription.service.jobs import JobStore, new_id
+from transcription.service.jobs.store import JobStore, new_id
 from transcription.service.params import parse_options
 from transcription.service.scheduler import QueueFull, Scheduler, ShuttingDown
 from transcription.service.state import Service

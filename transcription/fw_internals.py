@@ -143,7 +143,7 @@ RELIES_ON: dict[str, Internal] = {
         "faster_whisper.vad",
         "SileroVADModel.__call__",
         "live turn detection runs its ONNX session block by block, carrying the LSTM state "
-        "(service/realtime_vad.py)",
+        "(service/realtime/vad.py)",
         source_has=('"h": h', '"c": c', "context_size_samples: int = 64"),
     ),
     "find_alignment": Internal(

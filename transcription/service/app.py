@@ -26,12 +26,13 @@ from transcription import hardware
 from transcription.config import Settings
 from transcription.layout import Layout
 
-from . import realtime, routes, work
+from . import routes, work
 from .errors import ApiError
 from .headers import SecurityHeaders
-from .jobs import JobStore
+from .jobs.runner import JobRunner
+from .jobs.store import JobStore
 from .metrics import Metrics, MetricsMiddleware
-from .runner import JobRunner
+from .realtime import route as realtime
 from .scheduler import Scheduler
 from .state import GRACE_S, Service
 from .uploads import UploadSpace

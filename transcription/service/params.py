@@ -17,8 +17,8 @@ from fastapi import Depends, Request
 from transcription.config import WHISPER_LANGUAGES, Settings
 
 from . import formats
-from .callbacks import CallbackRefused, check_callback_url
 from .errors import ApiError
+from .jobs.callbacks import CallbackRefused, check_callback_url
 from .state import Service, get_service
 from .uploads import Upload
 

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import formats, params, speaker_options, streaming, work
 from .errors import ApiError
-from .jobs import JobStore, new_id, valid_id
+from .jobs.store import JobStore, new_id, valid_id
 from .scheduler import ShuttingDown, Ticket
 from .state import Service, get_service
 from .uploads import Upload, receive_upload

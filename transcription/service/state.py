@@ -15,9 +15,9 @@ from fastapi import Request
 from transcription.config import Settings, english_only
 from transcription.layout import Layout
 
-from .jobs import JobStore
+from .jobs.runner import JobRunner
+from .jobs.store import JobStore
 from .metrics import Metrics
-from .runner import JobRunner
 from .scheduler import Scheduler
 from .uploads import UploadSpace
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # both load faster-whisper; the service imports them only onc
     from transcription.asr import Engine
     from transcription.packing import SharedPacker
 
-    from .realtime import LiveHub
+    from .realtime.route import LiveHub
 
 GRACE_S = 25.0  # SIGTERM to exit, all work included (Kubernetes waits 30 s by default before SIGKILL)
 

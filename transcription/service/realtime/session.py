@@ -3,7 +3,7 @@
 Three tasks per session, all on the event loop: the receiver (reads and checks client events, enforces the
 idle and duration limits and the real-time bound), the processor (resamples and runs turn detection in a
 worker thread, in arrival order, and starts decodes) and the writer (sends server events in the order they
-were queued). Decodes run in the live decoder's threads (realtime_decode.py); their results come back to
+were queued). Decodes run in the live decoder's threads (decode.py); their results come back to
 the loop. Whatever ends the session (the client leaving, a limit, shutdown), everything it started is
 cancelled and its audio dropped.
 """
@@ -25,11 +25,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from transcription.enrich import levels, render
 
-from .metrics import Metrics
-from .realtime_agreement import LocalAgreement
-from .realtime_audio import MODEL_RATE, Resampler, decode_pcm16, seconds
-from .realtime_decode import LiveDecoder, TurnResult
-from .realtime_protocol import (
+from ..metrics import Metrics
+from .agreement import LocalAgreement
+from .audio import MODEL_RATE, Resampler, decode_pcm16, seconds
+from .decode import LiveDecoder, TurnResult
+from .protocol import (
     SAMPLE_RATE,
     ClientError,
     SessionConfig,
@@ -43,7 +43,7 @@ from .realtime_protocol import (
     parse_event,
     server_event,
 )
-from .realtime_turns import LiveAudio, Partial, Paused, Resumed, Started, Stopped
+from .turns import LiveAudio, Partial, Paused, Resumed, Started, Stopped
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import binascii
 
 import numpy as np
 
-from .realtime_protocol import SAMPLE_RATE, ClientError
+from .protocol import SAMPLE_RATE, ClientError
 
 MODEL_RATE = 16_000
 _UP, _DOWN = 2, 3  # 24 kHz -> 16 kHz

@@ -25,7 +25,7 @@ import numpy as np
 from transcription.asr import AsrOptions, AsrResult
 from transcription.config import Settings
 
-from .realtime_protocol import SessionConfig
+from .protocol import SessionConfig
 
 if TYPE_CHECKING:
     from transcription.asr import Engine

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .realtime_audio import MODEL_RATE
-from .realtime_protocol import TurnDetection
-from .realtime_vad import FRAME, StreamingVad
+from .audio import MODEL_RATE
+from .protocol import TurnDetection
+from .vad import FRAME, StreamingVad
 
 SPECULATE_AFTER_S = 0.16  # silence before the final decode starts (faster-whisper's own VAD gap: 160 ms)
 PARTIAL_STEP_S = 0.5  # new speech between two partial decodes

@@ -30,9 +30,9 @@ from typing import Any
 
 from transcription.layout import OWNER_HOST, Lease
 
+from ..scheduler import Scheduler, ShuttingDown, Ticket
 from . import callbacks
-from .jobs import FINAL, JobStore, _now
-from .scheduler import Scheduler, ShuttingDown, Ticket
+from .store import FINAL, JobStore, _now
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ or, for browsers, which cannot set headers on a WebSocket, OpenAI's subprotocol 
 openai-insecure-api-key.<key>`), `?intent=transcription` when given, the model when named, readiness, and
 a place among `SLOWER_WHISPER_REALTIME_MAX_SESSIONS`. A refusal is an HTTP answer to the handshake (401,
 400, 429, 503) with the usual JSON error body. Live sessions have their own admission and decode threads
-(realtime_decode.py), so they never wait behind the file queue. The session itself is
-realtime_session.py.
+(decode.py), so they never wait behind the file queue. The session itself is session.py.
 """
 
 from __future__ import annotations
@@ -17,12 +16,12 @@ import logging
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
-from . import params
-from .errors import ApiError
-from .realtime_decode import LiveDecoder
-from .realtime_protocol import SessionConfig
-from .realtime_session import Limits, LiveSession
-from .state import Service
+from .. import params
+from ..errors import ApiError
+from ..state import Service
+from .decode import LiveDecoder
+from .protocol import SessionConfig
+from .session import Limits, LiveSession
 
 log = logging.getLogger(__name__)
 
