@@ -26,6 +26,7 @@ from transcription.service import create_app
 from transcription.service.errors import ApiError
 from transcription.service.jobs.store import JobStore, new_id
 from transcription.service.params import parse_options
+from transcription.service.request import Options, TranscriptionRequest
 from transcription.service.scheduler import QueueFull, Scheduler, ShuttingDown
 from transcription.service.state import Service
 from transcription.service.uploads import Upload, receive_upload
@@ -300,7 +301,7 @@ def test_job_store_publish_read_scan_delete(tmp_path: Path) -> None:
     staging = tmp_path / "uploads" / job_id
     staging.mkdir(parents=True)
     (staging / "input").write_bytes(b"audio")
-    record = store.new_record(job_id, "talk.wav", {"language": "en"}, None)
+    record = store.new_record(job_id, "talk.wav", TranscriptionRequest(Options(language="en")), None)
     store.publish(staging, record)
     assert not staging.exists() and store.input_path(job_id).read_bytes() == b"audio"
     assert store.read(job_id) == record

@@ -1,25 +1,25 @@
 """`/v1/realtime`: live transcription over a WebSocket, in OpenAI's Realtime transcription protocol.
 
-The handshake is checked before the socket is accepted: the API key (the `Authorization: Bearer` header,
-or, for browsers, which cannot set headers on a WebSocket, OpenAI's subprotocol form `realtime,
-openai-insecure-api-key.<key>`), `?intent=transcription` when given, the model when named, readiness, and
-a place among `SLOWER_WHISPER_REALTIME_MAX_SESSIONS`. A refusal is an HTTP answer to the handshake (401,
-400, 429, 503) with the usual JSON error body. Live sessions have their own admission and decode threads
-(decode.py), so they never wait behind the file queue. The session itself is session.py.
+The handshake is checked before the socket is accepted (access.py's rules, as for the HTTP routes): the API
+key (the `Authorization: Bearer` header, or, for browsers, which cannot set headers on a WebSocket,
+OpenAI's subprotocol form `realtime, openai-insecure-api-key.<key>`), `?intent=transcription` when given,
+the model when named, readiness, and a place among `SLOWER_WHISPER_REALTIME_MAX_SESSIONS`. A refusal is an
+HTTP answer to the handshake (401, 400, 429, 503) with the usual JSON error body. Live sessions have their
+own admission and decode threads (hub.py, decode.py), so they never wait behind the file queue. The session
+itself is session.py.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
-from .. import params
+from .. import access
 from ..errors import ApiError
 from ..state import Service
-from .decode import LiveDecoder
+from .hub import LiveHub
 from .protocol import SessionConfig
 from .session import Limits, LiveSession
 
@@ -28,90 +28,44 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 SUBPROTOCOL = "realtime"
-KEY_PROTOCOL_PREFIX = "openai-insecure-api-key."
-
-
-class LiveHub:
-    """The service's live sessions: how many are open, and the decoder they share (made once the model is
-    loaded)."""
-
-    def __init__(self, svc: Service) -> None:
-        self.svc = svc
-        self.open = 0
-        self._decoder: LiveDecoder | None = None
-
-    @property
-    def decoder(self) -> LiveDecoder:
-        if self._decoder is None:
-            svc = self.svc
-            assert svc.engine is not None
-            # Packing: each thread only waits on the packer, so one per session. Else one per engine worker.
-            threads = svc.settings.realtime_max_sessions if svc.packer is not None else svc.engine.workers
-            self._decoder = LiveDecoder(svc.engine, svc.packer, svc.settings, threads)
-        return self._decoder
-
-    def try_open(self) -> bool:
-        if self.open >= self.svc.settings.realtime_max_sessions:
-            return False
-        self.open += 1
-        self.svc.metrics.realtime_sessions.set(self.open)
-        return True
-
-    def closed(self) -> None:
-        self.open -= 1
-        self.svc.metrics.realtime_sessions.set(self.open)
-
-
-def hub(svc: Service) -> LiveHub:
-    if svc.realtime is None:
-        svc.realtime = LiveHub(svc)
-    return svc.realtime
 
 
 @router.websocket("/v1/realtime")
 async def realtime(websocket: WebSocket) -> None:
     svc: Service = websocket.app.state.service
-    live = hub(svc)
+    live: LiveHub = websocket.app.state.live
     offered = list(websocket.scope.get("subprotocols") or [])
     try:
-        _check_key(svc, websocket, offered)
-        _check_query(svc, websocket)
-        _check_ready(svc)
+        _check_handshake(svc, websocket, offered)
+        live.admit()
     except ApiError as exc:
         svc.metrics.realtime_refused.labels(exc.code).inc()
         await _refuse(websocket, exc)
         return
-    if not live.try_open():
-        limit = svc.settings.realtime_max_sessions
-        svc.metrics.realtime_refused.labels("too_many_sessions").inc()
-        await _refuse(
-            websocket,
-            ApiError(
-                429, f"all {limit} live sessions are in use; retry later", "too_many_sessions", retry_after=5
-            ),
-        )
-        return
     reason = "error"
     try:
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        settings = svc.settings
-        session = LiveSession(
-            websocket,
-            live.decoder,
-            svc.metrics,
-            SessionConfig(model=settings.model, language=settings.language, enrich=settings.enrich),
-            params.model_names(settings),
-            svc.multilingual,
-            Limits(
-                settings.realtime_max_session_s,
-                settings.realtime_idle_timeout,
-                settings.realtime_max_buffer_s,
-            ),
-        )
-        reason = await session.run()
+        reason = await _session(svc, live, websocket).run()
     finally:
         live.closed()
         svc.metrics.realtime_session_ends.labels(reason).inc()
+
+
+def _session(svc: Service, live: LiveHub, websocket: WebSocket) -> LiveSession:
+    settings = svc.settings
+    assert live.decoder is not None  # started with the model, which the handshake found ready
+    return LiveSession(
+        websocket,
+        live.decoder,
+        svc.metrics,
+        SessionConfig(model=settings.model, language=settings.language, enrich=settings.enrich),
+        access.ServedModel.of(settings),
+        svc.multilingual,
+        Limits(
+            settings.realtime_max_session_s, settings.realtime_idle_timeout, settings.realtime_max_buffer_s
+        ),
+        live.stopping,
+    )
 
 
 @router.get("/v1/realtime", include_in_schema=False)
@@ -121,31 +75,11 @@ async def realtime_over_http() -> JSONResponse:
     ).response()
 
 
-def _check_key(svc: Service, websocket: WebSocket, offered: list[str]) -> None:
-    """The service's key rule (params.authorize), with the key also accepted as OpenAI's browser
-    subprotocol."""
-    keys = [k.encode("utf-8") for k in svc.settings.api_keys]
-    if not keys:
-        return
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        token = next(
-            (p[len(KEY_PROTOCOL_PREFIX) :] for p in offered if p.startswith(KEY_PROTOCOL_PREFIX)), ""
-        )
-    given = token.strip().encode("utf-8")
-    matched = False
-    for key in keys:  # every key compared, no early exit (see params.authorize)
-        matched |= hmac.compare_digest(given, key)
-    if not matched:
-        raise ApiError(
-            401,
-            "missing or invalid API key: send 'Authorization: Bearer <key>' or the subprotocol "
-            f"'{KEY_PROTOCOL_PREFIX}<key>'",
-            "invalid_api_key",
-        )
-
-
-def _check_query(svc: Service, websocket: WebSocket) -> None:
+def _check_handshake(svc: Service, websocket: WebSocket, offered: list[str]) -> None:
+    token = access.bearer_token(websocket.headers.get("authorization", ""))
+    if token is None:
+        token = access.protocol_token(offered)
+    access.require_key(svc.settings, token, access.WEBSOCKET_KEY_HOW)
     intent = websocket.query_params.get("intent")
     if intent not in (None, "transcription"):
         raise ApiError(
@@ -155,24 +89,9 @@ def _check_query(svc: Service, websocket: WebSocket) -> None:
             param="intent",
         )
     model = websocket.query_params.get("model")
-    names = params.model_names(svc.settings)
-    if model is not None and model not in names:
-        raise ApiError(
-            400,
-            f"The model '{model}' does not exist; this server serves '{svc.settings.model}' "
-            f"(also as '{params.OPENAI_MODEL_ALIAS}')",
-            "model_not_found",
-            param="model",
-        )
-
-
-def _check_ready(svc: Service) -> None:
-    if svc.shutdown_deadline is not None:
-        raise ApiError(503, "the server is shutting down", "shutting_down", retry_after=5)
-    if svc.load_error is not None:
-        raise ApiError(503, f"the model failed to load: {svc.load_error}", "model_unavailable")
-    if not svc.ready.is_set() or svc.engine is None:
-        raise ApiError(503, "the model is still loading; retry shortly", "model_loading", retry_after=5)
+    if model is not None:
+        access.ServedModel.of(svc.settings).check(model)
+    access.require_ready(svc)
 
 
 async def _refuse(websocket: WebSocket, exc: ApiError) -> None:
