@@ -4,8 +4,8 @@ Three tasks per session, all on the event loop: the receiver (reads and checks c
 idle and duration limits and the real-time bound), the processor (resamples and runs turn detection in a
 worker thread, in arrival order, and starts decodes) and the writer (sends server events in the order they
 were queued). Decodes run in the live decoder's threads (decode.py); their results come back to
-the loop. Whatever ends the session (the client leaving, a limit, shutdown), everything it started is
-cancelled and its audio dropped.
+the loop. Whatever ends the session (the client leaving, a limit), everything it started is cancelled and
+its audio dropped; a stopping server lets the turns already committed complete first.
 """
 
 from __future__ import annotations
