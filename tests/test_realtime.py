@@ -155,51 +155,53 @@ def no_sessions(server: Server) -> None:
 # ------------------------------------------------------------------ turns, partials, final text
 
 
+async def _speak_at_real_time(server: Server, speech: np.ndarray) -> list[dict]:
+    """One server-VAD session with enrichment: `speech` sent in 100 ms appends at real-time pace, as a
+    microphone client sends it; the events until every turn has completed."""
+    step = RATE // 10
+    async with connect(server) as ws:
+        created = json.loads(await ws.recv())
+        assert created["type"] == "transcription_session.created"
+        assert created["session"]["turn_detection"]["type"] == "server_vad"
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "transcription_session.update",
+                    "session": {
+                        "input_audio_format": "pcm16",
+                        "input_audio_transcription": {"model": "whisper-1", "language": "en"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                        "slower_whisper": {"enrich": True},
+                    },
+                }
+            )
+        )
+
+        async def speak() -> None:
+            start = time.monotonic()
+            for i in range(0, speech.shape[0], step):
+                await ws.send(append(speech[i : i + step]))
+                await asyncio.sleep(max(0.0, start + (i + step) / RATE - time.monotonic()))
+
+        speaking = asyncio.ensure_future(speak())
+
+        def finished(ev: list[dict]) -> bool:
+            counts = {
+                len(of(ev, k))
+                for k in ("input_audio_buffer.speech_started", "input_audio_buffer.committed", COMPLETED)
+            }
+            return speaking.done() and bool(of(ev, COMPLETED)) and len(counts) == 1
+
+        events = await events_until(ws, finished, timeout=150)
+        await speaking
+        return events
+
+
 def test_server_vad_turns_partials_and_final_text(live: Server) -> None:
     """jfk at real-time pace: server VAD finds its turns, partial text appears while it is still spoken,
     each turn completes with a full decode, and the turns together read as the offline transcript."""
     speech = np.concatenate([pcm24(JFK), silence(1.5)])
-    step = RATE // 10  # 100 ms appends, as a microphone client sends them
-
-    async def session() -> list[dict]:
-        async with connect(live) as ws:
-            created = json.loads(await ws.recv())
-            assert created["type"] == "transcription_session.created"
-            assert created["session"]["turn_detection"]["type"] == "server_vad"
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "transcription_session.update",
-                        "session": {
-                            "input_audio_format": "pcm16",
-                            "input_audio_transcription": {"model": "whisper-1", "language": "en"},
-                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
-                            "slower_whisper": {"enrich": True},
-                        },
-                    }
-                )
-            )
-
-            async def speak() -> None:
-                start = time.monotonic()
-                for i in range(0, speech.shape[0], step):
-                    await ws.send(append(speech[i : i + step]))
-                    await asyncio.sleep(max(0.0, start + (i + step) / RATE - time.monotonic()))
-
-            speaking = asyncio.ensure_future(speak())
-
-            def finished(ev: list[dict]) -> bool:
-                counts = {
-                    len(of(ev, k))
-                    for k in ("input_audio_buffer.speech_started", "input_audio_buffer.committed", COMPLETED)
-                }
-                return speaking.done() and bool(of(ev, COMPLETED)) and len(counts) == 1
-
-            events = await events_until(ws, finished, timeout=150)
-            await speaking
-            return events
-
-    events = asyncio.run(session())
+    events = asyncio.run(_speak_at_real_time(live, speech))
     assert of(events, "transcription_session.updated")[0]["session"]["slower_whisper"] == {"enrich": True}
     started = of(events, "input_audio_buffer.speech_started")
     completed = of(events, COMPLETED)
@@ -366,85 +368,42 @@ def test_auth_by_header_and_by_browser_subprotocol(live: Server) -> None:
 # ------------------------------------------------------------------ bad input
 
 
-def test_malformed_events_get_errors_and_the_session_goes_on(live: Server) -> None:
-    cases: list[tuple[str | bytes, str]] = [
-        ("{not json", "invalid_json"),
-        ("[1, 2]", "invalid_event"),
-        (json.dumps({"event_id": "e1"}), "invalid_event"),
-        (json.dumps({"type": "response.create", "event_id": "e2"}), "unknown_event"),
-        (json.dumps({"type": "input_audio_buffer.append", "audio": "***not base64***"}), "invalid_audio"),
-        (
-            json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
-            "invalid_audio",
-        ),
-        (json.dumps({"type": "input_audio_buffer.append", "audio": 42}), "invalid_value"),
-        (b"\x00\x01binary", "invalid_event"),
-        ("x" * (3 << 20), "message_too_large"),
-        (
-            json.dumps(
-                {"type": "transcription_session.update", "session": {"input_audio_format": "g711_ulaw"}}
-            ),
-            "unsupported_audio_format",
-        ),
-        (
-            json.dumps(
-                {
-                    "type": "transcription_session.update",
-                    "session": {"turn_detection": {"type": "semantic_vad"}},
-                }
-            ),
-            "unsupported_turn_detection",
-        ),
-        (
-            json.dumps(
-                {
-                    "type": "transcription_session.update",
-                    "session": {"input_audio_transcription": {"model": "gpt-4o-transcribe"}},
-                }
-            ),
-            "model_not_found",
-        ),
-        (
-            json.dumps(
-                {
-                    "type": "transcription_session.update",
-                    "session": {"input_audio_transcription": {"language": "fr"}},
-                }
-            ),
-            "unsupported_language",
-        ),
-        (
-            json.dumps(
-                {
-                    "type": "transcription_session.update",
-                    "session": {"input_audio_transcription": {"language": "xx"}},
-                }
-            ),
-            "invalid_language",
-        ),
-        (
-            json.dumps(
-                {"type": "transcription_session.update", "session": {"turn_detection": {"threshold": 3}}}
-            ),
-            "invalid_value",
-        ),
-        (
-            json.dumps(
-                {
-                    "type": "transcription_session.update",
-                    "session": {"input_audio_noise_reduction": {"type": "near_field"}},
-                }
-            ),
-            "unsupported_parameter",
-        ),
-        (json.dumps({"type": "session.update", "session": {"type": "realtime"}}), "unsupported_session_type"),
-    ]
+def _update(session: dict) -> str:
+    return json.dumps({"type": "transcription_session.update", "session": session})
 
+
+def _append_raw(audio: object) -> str:
+    return json.dumps({"type": "input_audio_buffer.append", "audio": audio})
+
+
+# Client messages this server refuses, each with the error code it answers.
+MALFORMED: list[tuple[str | bytes, str]] = [
+    ("{not json", "invalid_json"),
+    ("[1, 2]", "invalid_event"),
+    (json.dumps({"event_id": "e1"}), "invalid_event"),
+    (json.dumps({"type": "response.create", "event_id": "e2"}), "unknown_event"),
+    (_append_raw("***not base64***"), "invalid_audio"),
+    (_append_raw(base64.b64encode(b"abc").decode()), "invalid_audio"),
+    (_append_raw(42), "invalid_value"),
+    (b"\x00\x01binary", "invalid_event"),
+    ("x" * (3 << 20), "message_too_large"),
+    (_update({"input_audio_format": "g711_ulaw"}), "unsupported_audio_format"),
+    (_update({"turn_detection": {"type": "semantic_vad"}}), "unsupported_turn_detection"),
+    (_update({"input_audio_transcription": {"model": "gpt-4o-transcribe"}}), "model_not_found"),
+    (_update({"input_audio_transcription": {"language": "fr"}}), "unsupported_language"),
+    (_update({"input_audio_transcription": {"language": "xx"}}), "invalid_language"),
+    (_update({"turn_detection": {"threshold": 3}}), "invalid_value"),
+    (_update({"input_audio_noise_reduction": {"type": "near_field"}}), "unsupported_parameter"),
+    (json.dumps({"type": "session.update", "session": {"type": "realtime"}}), "unsupported_session_type"),
+]
+
+
+def test_malformed_events_get_errors_and_the_session_goes_on(live: Server) -> None:
     async def check() -> list[dict]:
         async with connect(live) as ws:
             await ws.recv()
             errors = []
-            for message, _ in cases:
+            for message, _ in MALFORMED:
                 await ws.send(message)
                 errors += await events_until(ws, lambda ev: bool(of(ev, "error")), timeout=30)
             # Still alive, and no update was half-applied: a valid update now reports the defaults.
@@ -459,7 +418,7 @@ def test_malformed_events_get_errors_and_the_session_goes_on(live: Server) -> No
             return errors
 
     errors = asyncio.run(check())
-    assert [e["error"]["code"] for e in errors] == [code for _, code in cases]
+    assert [e["error"]["code"] for e in errors] == [code for _, code in MALFORMED]
     assert errors[3]["error"]["event_id"] == "e2"
     assert all(e["error"]["message"] and e["error"]["type"] == "invalid_request_error" for e in errors)
     assert live.metric("slower_whisper_realtime_errors_total", {"code": "invalid_json"}) >= 1
