@@ -99,8 +99,7 @@ def _run(settings: Settings, host: str, port: int, sock: socket.socket) -> int:
             # Live sessions end first, each with its reason: uvicorn's own shutdown would drop their
             # sockets with a bare close frame and leave their decode threads inside the model.
             deadline = svc.shutdown_deadline or time.monotonic() + GRACE_S
-            nonlocal live_joined
-            live_joined = await live.stop(min(deadline, time.monotonic() + LIVE_STOP_S))
+            await live.stop(min(deadline, time.monotonic() + LIVE_STOP_S))
             self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic() - JOB_GRACE_S))
             await super().shutdown(sockets)
 
@@ -111,7 +110,6 @@ def _run(settings: Settings, host: str, port: int, sock: socket.socket) -> int:
     app = create_app(settings, on_fatal=fatal)
     svc: Service = app.state.service
     live: LiveHub = app.state.live
-    live_joined = True
     config = uvicorn.Config(
         app,
         host=host,
@@ -129,7 +127,7 @@ def _run(settings: Settings, host: str, port: int, sock: socket.socket) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 1
     if not server.started and svc.exit_code == 0:
         return 1
-    if svc.scheduler.running or not live_joined:
+    if svc.scheduler.running or live.decoding:
         # A worker thread is still inside the model (past the grace period): its job is queued again on
         # disk, and waiting for the thread would hold the exit for as long as that file takes (and a live
         # decode thread torn down inside the model aborts the process).

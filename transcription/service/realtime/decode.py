@@ -168,7 +168,11 @@ class LiveDecoder:
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
-        return not any(w.is_alive() for w in self._workers)
+        return not self.alive
+
+    @property
+    def alive(self) -> bool:
+        return any(w.is_alive() for w in self._workers)
 
 
 def text_of(result: AsrResult) -> str:

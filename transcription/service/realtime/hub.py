@@ -60,6 +60,11 @@ class LiveHub:
         if self.open == 0:
             self._all_closed.set()
 
+    @property
+    def decoding(self) -> bool:
+        """Whether a decode thread is still alive (inside the model, after `stop` gave up on it)."""
+        return self.decoder is not None and self.decoder.alive
+
     async def stop(self, deadline: float) -> bool:
         """End every session and join the decode threads by `deadline` (monotonic). False when a thread is
         still inside the model then (the caller must not wait for it at exit)."""
