@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import DATA, REPO, run_cli, tiny_env
 
-from transcription.service.callbacks import CallbackRefused, InternalAddress, check_callback_url, redact
-from transcription.service.jobs import CALLBACK, RECORD, JobStore
+from transcription.service.jobs.callbacks import CallbackRefused, InternalAddress, check_callback_url, redact
+from transcription.service.jobs.store import CALLBACK, RECORD, JobStore
+from transcription.service.request import TranscriptionRequest
 
 JFK = DATA / "en_read" / "jfk" / "jfk.flac"
 PUBLIC_IP = "93.184.216.34"  # a global address: unreachable inside the namespace, which has only loopback
@@ -133,7 +134,7 @@ def test_job_store_never_shows_callback_credentials(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs", lease_ttl=30)
     store.ensure()
     url = "https://alice:s3cret@hooks.example.com/done"
-    record = store.new_record("a" * 32, "x.wav", {}, url)
+    record = store.new_record("a" * 32, "x.wav", TranscriptionRequest(), url)
     assert record["callback_url"] == "https://***@hooks.example.com/done"
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -151,7 +152,7 @@ def test_job_store_never_shows_callback_credentials(tmp_path: Path) -> None:
     store.forget_callback_target("a" * 32)
     assert store.callback_target("a" * 32, record) == "https://***@hooks.example.com/done"
     # No credentials: no extra file.
-    plain = store.new_record("b" * 32, "y.wav", {}, "https://hooks.example.com/done")
+    plain = store.new_record("b" * 32, "y.wav", TranscriptionRequest(), "https://hooks.example.com/done")
     (tmp_path / "s2").mkdir()
     store.publish(tmp_path / "s2", plain)
     assert sorted(p.name for p in store.dir("b" * 32).iterdir()) == [RECORD]
@@ -246,7 +247,7 @@ def test_callbacks_are_sent_only_to_vetted_addresses(tmp_path: Path) -> None:
     script = (
         RECEIVERS
         + f"""
-from transcription.service.callbacks import deliver
+from transcription.service.jobs.callbacks import deliver
 
 async def main():
     r1, r2, other = Receiver("127.0.0.1"), Receiver("127.0.0.2"), Receiver("127.0.0.1")

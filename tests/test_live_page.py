@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import test_service_support as support
+import service_support as support
 from conftest import ffmpeg
-from test_service_support import JFK, Server
+from service_support import JFK, Server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 main_server = support.main_server  # the shared server fixture

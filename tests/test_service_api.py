@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import test_service_support as support
+import service_support as support
 from prometheus_client.parser import text_string_to_metric_families
-from test_service_support import API_KEYS, JFK, CallbackReceiver, Server, openai_client
+from service_support import API_KEYS, JFK, CallbackReceiver, Server, openai_client
 
 pytestmark = pytest.mark.timeout(300)
 main_server = support.main_server  # the shared server fixture

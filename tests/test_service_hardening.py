@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from test_service_support import API_KEYS, JFK, Server, make_server, serve_module
+from service_support import API_KEYS, JFK, Server, make_server, serve_module
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 

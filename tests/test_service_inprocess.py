@@ -5,6 +5,7 @@ the audio is a short clip generated here."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import wave
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -24,9 +25,11 @@ from transcription.config import Settings, load_settings
 from transcription.packing import Budget
 from transcription.service import create_app
 from transcription.service.errors import ApiError
-from transcription.service.jobs import JobStore, new_id
+from transcription.service.jobs.store import JobStore, new_id
 from transcription.service.params import parse_options
+from transcription.service.request import Options, TranscriptionRequest
 from transcription.service.scheduler import QueueFull, Scheduler, ShuttingDown
+from transcription.service.speaker_options import SpeakerOptions
 from transcription.service.state import Service
 from transcription.service.uploads import Upload, receive_upload
 
@@ -181,6 +184,20 @@ def test_option_parsing() -> None:
     assert err.value.status == 400 and err.value.param == "temperature"
 
 
+def test_job_options_round_trip_and_older_records_still_read() -> None:
+    """A job's record keeps the request as a flat dict; one written by an older version (fewer fields, or
+    one this version does not know) is read back with defaults for what it lacks."""
+    asked = TranscriptionRequest(
+        Options(language="de", temperature=0.2, word_timestamps=True), SpeakerOptions(diarize=True)
+    )
+    record = asked.to_record()
+    assert "task" not in record and record["language"] == "de" and record["diarize"] is True
+    assert TranscriptionRequest.from_record(json.loads(json.dumps(record))) == asked
+    older = {"language": "en", "prompt": None, "temperature": None, "enrich": None, "retired": 1}
+    assert TranscriptionRequest.from_record(older) == TranscriptionRequest(Options(language="en"))
+    assert TranscriptionRequest(task="translate").to_record()["task"] == "translate"
+
+
 def test_queue_full_is_429_until_places_are_released(engine: Engine, clip: Path, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running(settings_for(tmp_path, SLOWER_WHISPER_QUEUE_SIZE="1"), engine) as (client, svc):
@@ -300,7 +317,7 @@ def test_job_store_publish_read_scan_delete(tmp_path: Path) -> None:
     staging = tmp_path / "uploads" / job_id
     staging.mkdir(parents=True)
     (staging / "input").write_bytes(b"audio")
-    record = store.new_record(job_id, "talk.wav", {"language": "en"}, None)
+    record = store.new_record(job_id, "talk.wav", TranscriptionRequest(Options(language="en")), None)
     store.publish(staging, record)
     assert not staging.exists() and store.input_path(job_id).read_bytes() == b"audio"
     assert store.read(job_id) == record

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import DATA
-from test_service_support import Server, make_server, openai_client, serve_module, stream_all
+from service_support import Server, make_server, openai_client, serve_module, stream_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.needs_data]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import REPO, tiny_env
-from test_service_support import JFK, Server, free_port, kill_on_exit, make_server
+from service_support import JFK, Server, free_port, kill_on_exit, make_server
 
 pytestmark = pytest.mark.timeout(300)
 

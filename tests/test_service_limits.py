@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from test_service_support import JFK, Server, make_server, openai_client, serve_module
+from service_support import JFK, Server, make_server, openai_client, serve_module
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 

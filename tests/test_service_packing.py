@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import DATA, add_input, load_json, run_cli, tiny_env, wer
-from test_service_support import JFK, Server, make_server, serve_module
+from service_support import JFK, Server, make_server, serve_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.needs_data]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_service_support import JFK, CallbackReceiver, Server, kill_on_exit, make_server
+from service_support import JFK, CallbackReceiver, Server, kill_on_exit, make_server
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.needs_data]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import test_service_support as support
+import service_support as support
 from conftest import DATA
-from test_service_support import Server, openai_client
+from service_support import Server, openai_client
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 main_server = support.main_server

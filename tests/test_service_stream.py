@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import test_service_support as support
+import service_support as support
 from conftest import DATA, ffmpeg
-from test_service_support import JFK, Server, make_server, openai_client, serve_module, sse_events, stream_all
+from service_support import JFK, Server, make_server, openai_client, serve_module, sse_events, stream_all
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 main_server = support.main_server  # the shared server fixture

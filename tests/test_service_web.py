@@ -8,8 +8,8 @@ import re
 import shutil
 
 import pytest
-import test_service_support as support
-from test_service_support import JFK, Server
+import service_support as support
+from service_support import JFK, Server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 main_server = support.main_server  # the shared server fixture

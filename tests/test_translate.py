@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import test_service_support as support
+import service_support as support
 from conftest import DATA, add_input, load_json, run_cli, tiny_env
-from test_service_support import JFK, Server, make_server, openai_client, serve_module
+from service_support import JFK, Server, make_server, openai_client, serve_module
 
 pytestmark = [
     pytest.mark.slow,

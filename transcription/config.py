@@ -123,13 +123,23 @@ def _parse_choice(name: str, raw: Any, choices: tuple[str, ...], upper: bool = F
     return text
 
 
-def _parse_language(name: str, raw: Any) -> str | None:
-    text = str(raw).strip().lower()
+def language_code(raw: str) -> str | None:
+    """A language as given (an ISO code in any case; empty or 'auto' to detect: None), or ValueError."""
+    text = raw.strip().lower()
     if text in ("", "auto"):
         return None
     if text not in WHISPER_LANGUAGES:
-        raise ConfigError(f"{name}: unknown language code {raw!r} (use an ISO code such as 'en', or 'auto')")
+        raise ValueError(f"unknown language code {raw!r}")
     return text
+
+
+def _parse_language(name: str, raw: Any) -> str | None:
+    try:
+        return language_code(str(raw))
+    except ValueError:
+        raise ConfigError(
+            f"{name}: unknown language code {raw!r} (use an ISO code such as 'en', or 'auto')"
+        ) from None
 
 
 def _parse_languages(name: str, raw: Any) -> tuple[str, ...] | None:

@@ -143,7 +143,7 @@ RELIES_ON: dict[str, Internal] = {
         "faster_whisper.vad",
         "SileroVADModel.__call__",
         "live turn detection runs its ONNX session block by block, carrying the LSTM state "
-        "(service/realtime_vad.py)",
+        "(service/realtime/vad.py)",
         source_has=('"h": h', '"c": c', "context_size_samples: int = 64"),
     ),
     "find_alignment": Internal(
@@ -513,3 +513,31 @@ def segment(s: dict[str, Any], seg_id: int, opts: Any) -> Any:
 def restore_speech_timestamps(segments: list[Any], clips: list[dict[str, int]]) -> Iterable[Any]:
     """Segments' times from the speech-only timeline back to the window's (a generator, as upstream)."""
     return get("restore_speech_timestamps")(segments, speech_chunks=clips, sampling_rate=SAMPLE_RATE)
+
+
+# ---------------------------------------------------------------- live turn detection (realtime/vad.py)
+
+RELIES_ON["get_vad_model"] = Internal(
+    "faster_whisper.vad",
+    "get_vad_model",
+    "the bundled Silero model, whose ONNX session live turn detection runs block by block",
+)
+SILERO_INPUTS = frozenset({"input", "h", "c"})  # as SileroVADModel.__call__ feeds its session
+
+
+class VadUnavailable(RuntimeError):
+    pass
+
+
+@functools.cache
+def silero_session() -> Any:
+    """The ONNX session of faster-whisper's bundled Silero model (`run` is safe from several threads); a
+    faster-whisper whose model no longer has it, or feeds it other inputs, fails here, not silently."""
+    session = getattr(get("get_vad_model")(), "session", None)
+    names = {i.name for i in session.get_inputs()} if session is not None else set()
+    if names != SILERO_INPUTS:
+        raise VadUnavailable(
+            f"faster_whisper.vad's Silero model changed (inputs {sorted(names)}, expected input, h, c); "
+            "live turn detection needs it"
+        )
+    return session

@@ -10,18 +10,22 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 from transcription.config import Settings
 
 from .app import create_app
+from .realtime.hub import LiveHub
 from .state import GRACE_S, Service
 
 __all__ = ["create_app", "serve"]
 
 log = logging.getLogger(__name__)
 # uvicorn's share of the grace period: open requests get this long, jobs get what is left of GRACE_S.
-REQUEST_GRACE_S = GRACE_S - 5.0
+JOB_GRACE_S = 5.0
+REQUEST_GRACE_S = GRACE_S - JOB_GRACE_S
+LIVE_STOP_S = 15.0  # live sessions' share: their committed turns, their close, their decode threads
 
 
 def is_loopback(host: str) -> bool:
@@ -91,12 +95,21 @@ def _run(settings: Settings, host: str, port: int, sock: socket.socket) -> int:
             if isinstance(captured, list):
                 captured.clear()
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Live sessions end first, each with its reason: uvicorn's own shutdown would drop their
+            # sockets with a bare close frame and leave their decode threads inside the model.
+            deadline = svc.shutdown_deadline or time.monotonic() + GRACE_S
+            await live.stop(min(deadline, time.monotonic() + LIVE_STOP_S))
+            self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic() - JOB_GRACE_S))
+            await super().shutdown(sockets)
+
     def fatal(code: int) -> None:
         svc.exit_code = code
         server.should_exit = True
 
     app = create_app(settings, on_fatal=fatal)
     svc: Service = app.state.service
+    live: LiveHub = app.state.live
     config = uvicorn.Config(
         app,
         host=host,
@@ -114,9 +127,10 @@ def _run(settings: Settings, host: str, port: int, sock: socket.socket) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 1
     if not server.started and svc.exit_code == 0:
         return 1
-    if svc.scheduler.running:
+    if svc.scheduler.running or live.decoding:
         # A worker thread is still inside the model (past the grace period): its job is queued again on
-        # disk, and waiting for the thread would hold the exit for as long as that file takes.
+        # disk, and waiting for the thread would hold the exit for as long as that file takes (and a live
+        # decode thread torn down inside the model aborts the process).
         log.warning("exiting with %d transcription(s) still running", svc.scheduler.running)
         logging.shutdown()
         sys.stdout.flush()

@@ -1,7 +1,9 @@
-"""Building the app: start-up (the background model load, the job runner), shutdown and error handlers.
+"""Building the app: start-up (the background model load, the job runner, the live sessions' hub), shutdown
+and error handlers.
 
-The routes are in routes.py, request parsing in params.py, running a transcription in work.py, and the
-state they share (`Service`) in state.py.
+The routes are in routes.py (and realtime/route.py), the checks both share in access.py, request parsing in
+params.py (into request.py's `TranscriptionRequest`), running a transcription in work.py, and the state
+they share (`Service`) in state.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
@@ -26,12 +28,14 @@ from transcription import hardware
 from transcription.config import Settings
 from transcription.layout import Layout
 
-from . import realtime, routes, work
+from . import routes, work
 from .errors import ApiError
 from .headers import SecurityHeaders
-from .jobs import JobStore
+from .jobs.runner import JobRunner
+from .jobs.store import JobStore
 from .metrics import Metrics, MetricsMiddleware
-from .runner import JobRunner
+from .realtime import route as realtime
+from .realtime.hub import LiveHub
 from .scheduler import Scheduler
 from .state import GRACE_S, Service
 from .uploads import UploadSpace
@@ -50,6 +54,33 @@ def create_app(
     settings: Settings, engine: Engine | None = None, on_fatal: Callable[[int], None] | None = None
 ) -> FastAPI:
     """Build the app. With `engine` given it is used as is; otherwise the model loads in the background."""
+    svc = _service(settings, on_fatal)
+    live = LiveHub(settings, svc.metrics)
+    app = FastAPI(
+        title="slower-whisper",
+        version=_version(),
+        lifespan=_lifespan(svc, live, engine),
+        # No interactive docs (they load scripts from a public CDN); the OpenAPI document is served behind
+        # the API key by routes.openapi_document.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.service = svc
+    app.state.live = live
+    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+    app.add_middleware(SecurityHeaders)
+    _install_error_handlers(app)
+    # The probes (no prefix, no key) go on the app's own table, where tools and the manifests' contract test
+    # find them: FastAPI lists an included router as one opaque entry.
+    app.router.routes.extend(routes.probes.routes)
+    app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
+    app.include_router(routes.v1)
+    app.include_router(realtime.router)  # /v1/realtime (WebSocket), with its own key check
+    return app
+
+
+def _service(settings: Settings, on_fatal: Callable[[int], None] | None) -> Service:
     layout = Layout(settings.root)
     metrics = Metrics()
     scheduler = Scheduler(hardware.service_in_flight(settings), settings.queue_size)
@@ -78,60 +109,46 @@ def create_app(
     )
     metrics.bind(lambda: scheduler.waiting + runner.places, lambda: scheduler.running)
     metrics.add_jobs(store.counts)
+    return svc
 
+
+def _lifespan(
+    svc: Service, live: LiveHub, engine: Engine | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.ready = asyncio.Event()
         svc.loop = asyncio.get_running_loop()
-        await asyncio.to_thread(space.open)
+        await asyncio.to_thread(svc.space.open)
         # Queued jobs (this root's, whoever accepted them) and jobs whose runner died are found by the
         # runner's scans; it claims them once the model is ready.
-        runner.start()
+        svc.runner.start()
         loader = None
         if engine is not None:
-            _set_ready(svc, engine, 0.0)
+            _set_ready(svc, live, engine, 0.0)
         else:
-            loader = asyncio.get_running_loop().create_task(_load(svc))
+            loader = asyncio.get_running_loop().create_task(_load(svc, live))
         try:
             yield
         finally:
-            scheduler.close()
+            svc.scheduler.close()
             if loader is not None and not loader.done():
                 loader.cancel()
             deadline = svc.shutdown_deadline or (time.monotonic() + GRACE_S)
-            await runner.stop(max(0.0, deadline - time.monotonic()))
+            await live.stop(deadline)  # `serve` stopped the sessions already, before uvicorn's own shutdown
+            await svc.runner.stop(max(0.0, deadline - time.monotonic()))
             if svc.packer is not None:
                 await asyncio.to_thread(svc.packer.close)
-            await asyncio.to_thread(space.close)
-            scheduler.shutdown()
+            await asyncio.to_thread(svc.space.close)
+            svc.scheduler.shutdown()
 
-    app = FastAPI(
-        title="slower-whisper",
-        version=_version(),
-        lifespan=lifespan,
-        # No interactive docs (they load scripts from a public CDN); the OpenAPI document is served behind
-        # the API key by routes.openapi_document.
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.state.service = svc
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(SecurityHeaders)
-    _install_error_handlers(app)
-    # The probes (no prefix, no key) go on the app's own table, where tools and the manifests' contract test
-    # find them: FastAPI lists an included router as one opaque entry.
-    app.router.routes.extend(routes.probes.routes)
-    app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
-    app.include_router(routes.v1)
-    app.include_router(realtime.router)  # /v1/realtime (WebSocket), with its own key check
-    return app
+    return lifespan
 
 
 # ------------------------------------------------------------------ start-up
 
 
-async def _load(svc: Service) -> None:
+async def _load(svc: Service, live: LiveHub) -> None:
     from transcription.asr import Engine
 
     start = time.perf_counter()
@@ -152,10 +169,10 @@ async def _load(svc: Service) -> None:
         if svc.on_fatal is not None:
             svc.on_fatal(2)
         return
-    _set_ready(svc, engine, time.perf_counter() - start)
+    _set_ready(svc, live, engine, time.perf_counter() - start)
 
 
-def _set_ready(svc: Service, engine: Engine, seconds: float) -> None:
+def _set_ready(svc: Service, live: LiveHub, engine: Engine, seconds: float) -> None:
     svc.engine = engine
     if hardware.packs(svc.settings):
         from transcription.packing import SharedPacker
@@ -163,6 +180,7 @@ def _set_ready(svc: Service, engine: Engine, seconds: float) -> None:
         size = hardware.choose_batch_size(engine, svc.settings.batch_size)
         svc.packer = SharedPacker(engine, size, on_batch=svc.metrics.observe_batch)
         log.info("throughput mode: requests packed into shared batches of up to %d chunks", size)
+    live.start(engine, svc.packer)
     svc.loaded_at = int(time.time())
     svc.metrics.model_load.set(seconds)
     svc.metrics.ready.set(1)

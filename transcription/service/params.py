@@ -1,82 +1,42 @@
-"""Reading a request: the API key, and the transcription options of an upload's form fields.
+"""Reading an HTTP request: the API key (access.py's rule), and the transcription options of an upload's
+form fields.
 
 Every check answers 400 in OpenAI's error shape (`ApiError`) with the offending field as `param`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hmac
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from transcription.config import WHISPER_LANGUAGES, Settings
+from transcription.config import Settings
 
-from . import formats
-from .callbacks import CallbackRefused, check_callback_url
+from . import access, formats
 from .errors import ApiError
+from .jobs.callbacks import CallbackRefused, check_callback_url
+from .request import Options
 from .state import Service, get_service
 from .uploads import Upload
 
-OPENAI_MODEL_ALIAS = "whisper-1"
 GRANULARITIES = ("word", "segment")
 STREAM_FORMATS = ("json", "text")  # the response formats stream=true applies to
 
 
-@dataclass
-class Options:
-    """Per-request transcription options (also stored in a job's record)."""
-
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float | None = None
-    enrich: bool | None = None
-    word_timestamps: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 async def authorize(request: Request, svc: Annotated[Service, Depends(get_service)]) -> None:
     """The `/v1` dependency: 401 unless a key is configured and sent as `Authorization: Bearer <key>`."""
-    keys = [k.encode("utf-8") for k in svc.settings.api_keys]
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    given = token.strip().encode("utf-8")
-    # Compare against every key (no early exit) so timing says nothing about which key is close.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key)
-    if scheme.lower() != "bearer" or not matched:
-        raise ApiError(
-            401, "missing or invalid API key: send 'Authorization: Bearer <key>'", "invalid_api_key"
-        )
-
-
-def model_names(settings: Settings) -> list[str]:
-    """The names the one loaded model answers to: as configured, its folder's name, and OpenAI's alias."""
-    names = [settings.model, Path(settings.model).name, OPENAI_MODEL_ALIAS]
-    return list(dict.fromkeys(names))
+    token = access.bearer_token(request.headers.get("authorization", ""))
+    access.require_key(svc.settings, token, access.HTTP_KEY_HOW)
 
 
 def parse_options(settings: Settings, upload: Upload) -> Options:
     """Options from the form fields `model`, `language`, `prompt`, `temperature` and `enrich`."""
     model = upload.get("model")
-    if model and model not in model_names(settings):
-        raise ApiError(
-            400,
-            f"The model '{model}' does not exist; this server serves "
-            f"'{settings.model}' (also as '{OPENAI_MODEL_ALIAS}')",
-            "model_not_found",
-            param="model",
-        )
+    if model:
+        access.ServedModel.of(settings).check(model)
     return Options(
-        language=_language(upload.get("language")),
+        language=access.language(upload.get("language")),
         prompt=upload.get("prompt") or None,
         temperature=_temperature(upload.get("temperature")),
         enrich=upload.get_bool("enrich"),
@@ -122,15 +82,6 @@ def stream(upload: Upload, response_format: str) -> bool:
             param="stream",
         )
     return True
-
-
-def _language(raw: str | None) -> str | None:
-    language = (raw or "").strip().lower() or None
-    if language == "auto":
-        return None
-    if language is not None and language not in WHISPER_LANGUAGES:
-        raise ApiError(400, f"unknown language code {language!r}", "invalid_language", param="language")
-    return language
 
 
 def _temperature(raw: str | None) -> float | None:

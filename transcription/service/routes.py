@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,9 +17,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import formats, params, speaker_options, streaming, work
+from . import access, formats, params, speaker_options, streaming, work
 from .errors import ApiError
-from .jobs import JobStore, new_id, valid_id
+from .jobs.store import JobStore, new_id, valid_id
+from .request import TranscriptionRequest
 from .scheduler import ShuttingDown, Ticket
 from .state import Service, get_service
 from .uploads import Upload, receive_upload
@@ -46,13 +48,13 @@ async def healthz() -> dict[str, str]:
 
 @probes.get("/readyz")
 async def readyz(svc: ServiceDep) -> JSONResponse:
-    if svc.shutdown_deadline is not None:
-        return JSONResponse({"status": "stopping"}, status_code=503)
-    if svc.load_error is not None:
-        return JSONResponse({"status": "failed", "error": svc.load_error}, status_code=503)
-    if not svc.ready.is_set():
-        return JSONResponse({"status": "loading", "model": svc.settings.model}, status_code=503)
-    return JSONResponse({"status": "ready", "model": svc.settings.model})
+    state = access.readiness(svc)
+    if state == "stopping":
+        return JSONResponse({"status": state}, status_code=503)
+    if state == "failed":
+        return JSONResponse({"status": state, "error": svc.load_error}, status_code=503)
+    body = {"status": state, "model": svc.settings.model}
+    return JSONResponse(body, status_code=200 if state == "ready" else 503)
 
 
 @probes.get("/openapi.json", include_in_schema=False, dependencies=[Depends(params.authorize)])
@@ -71,14 +73,13 @@ async def metrics_endpoint(svc: ServiceDep) -> Response:
 
 @v1.get("/models")
 async def list_models(svc: ServiceDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_card(svc, name) for name in params.model_names(svc.settings)]}
+    names = access.ServedModel.of(svc.settings).names
+    return {"object": "list", "data": [_model_card(svc, name) for name in names]}
 
 
 @v1.get("/models/{model_id:path}")
 async def get_model(model_id: str, svc: ServiceDep) -> dict[str, Any]:
-    if model_id not in params.model_names(svc.settings):
-        raise ApiError(404, f"The model '{model_id}' does not exist", "model_not_found", param="model")
-    return _model_card(svc, model_id)
+    return _model_card(svc, access.ServedModel.of(svc.settings).check(model_id, status=404))
 
 
 def _model_card(svc: Service, name: str) -> dict[str, Any]:
@@ -101,7 +102,7 @@ async def create_translation(request: Request, svc: ServiceDep) -> Response:
 
 
 async def _audio(request: Request, svc: Service, task: str) -> Response:
-    work.require_ready(svc)
+    access.require_ready(svc)
     # A full queue is refused before the body is read; a place is taken only once it has arrived, so
     # clients that send slowly (or not at all) never hold places that others could use.
     work.check_room(svc)
@@ -120,27 +121,30 @@ async def _audio(request: Request, svc: Service, task: str) -> Response:
     try:
         tmp.mkdir(parents=True)
         upload = await _receive(request, svc, tmp / "input")
-        opts = params.parse_options(svc.settings, upload)
-        params.check_language(opts.language, svc.multilingual, svc.settings.model)
+        parsed = params.parse_options(svc.settings, upload)
+        params.check_language(parsed.language, svc.multilingual, svc.settings.model)
         params.check_task(task, svc.multilingual, svc.settings.model)
         response_format = params.response_format(upload)
         # OpenAI's translations take no timestamp granularities: their verbose_json has segments only.
         granularities = params.granularities(upload) if task == "transcribe" else []
         # Words only when this response shows them (the full document always does).
-        opts.word_timestamps = "word" in granularities or response_format == "slower_whisper_json"
+        words = "word" in granularities or response_format == "slower_whisper_json"
         stream = params.stream(upload, response_format)
-        speaker_opts = speaker_options.parse(upload, svc.settings, response_format)
+        # The endpoint's task, not the server's WHISPER_TASK (jobs, whose options hold none, follow that).
+        asked = TranscriptionRequest(
+            replace(parsed, word_timestamps=words),
+            speaker_options.parse(upload, svc.settings, response_format),
+            task,
+        )
         # Reference clips are decoded before a worker is taken: a bad one is a 400 that costs no place.
         known = await asyncio.to_thread(speaker_options.known_speakers, upload, tmp)
         label = upload.filename or "upload"
-        # The endpoint's task, not the server's WHISPER_TASK (jobs, whose options hold none, follow that).
-        options = {**opts.to_dict(), "task": task, **speaker_opts.to_dict()}
         ticket = work.admit(svc)
 
         def run(**hooks: Any) -> dict[str, Any]:
             try:
                 return work.transcribe(
-                    svc, tmp / "input", tmp / "audio.wav", label, options, known_speakers=known, **hooks
+                    svc, tmp / "input", tmp / "audio.wav", label, asked, known_speakers=known, **hooks
                 )
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -152,7 +156,7 @@ async def _audio(request: Request, svc: Service, task: str) -> Response:
         try:
             doc = await work.unless_disconnected(request, svc.scheduler.run(ticket, run))
         except ShuttingDown:
-            raise work.shutting_down() from None
+            raise access.shutting_down() from None
         return formats.transcription_response(doc, response_format, granularities)
     finally:
         if not streaming_owns_cleanup:
@@ -169,7 +173,7 @@ async def _receive(request: Request, svc: Service, dest: Path) -> Upload:
 @v1.post("/jobs", status_code=202)
 async def create_job(request: Request, svc: ServiceDep) -> JSONResponse:
     if svc.load_error is not None:
-        work.require_ready(svc)
+        access.require_ready(svc)
     work.check_room(svc)
     job_id = new_id()
     staging = svc.uploads / job_id
@@ -177,10 +181,12 @@ async def create_job(request: Request, svc: ServiceDep) -> JSONResponse:
     try:
         staging.mkdir(parents=True)
         upload = await _receive(request, svc, staging / "input")
-        opts = params.parse_options(svc.settings, upload)
-        params.check_language(opts.language, svc.multilingual, svc.settings.model)
-        opts.word_timestamps = "word" in params.granularities(upload) or svc.settings.word_timestamps
-        speaker_opts = speaker_options.parse(upload, svc.settings, "json")
+        parsed = params.parse_options(svc.settings, upload)
+        params.check_language(parsed.language, svc.multilingual, svc.settings.model)
+        words = "word" in params.granularities(upload) or svc.settings.word_timestamps
+        job = TranscriptionRequest(
+            replace(parsed, word_timestamps=words), speaker_options.parse(upload, svc.settings, "json")
+        )
         if speaker_options.has_references(upload):
             raise ApiError(
                 400,
@@ -193,8 +199,7 @@ async def create_job(request: Request, svc: ServiceDep) -> JSONResponse:
         work.check_room(svc)
         svc.runner.reserve()
         try:
-            options = {**opts.to_dict(), **speaker_opts.to_dict()}
-            record = svc.store.new_record(job_id, upload.filename or "upload", options, callback)
+            record = svc.store.new_record(job_id, upload.filename or "upload", job, callback)
             # From here the job is on the shared disk: this replica or any other may run it.
             await asyncio.to_thread(svc.store.publish, staging, record)
             accepted = True

@@ -2,7 +2,7 @@
 
 At most `workers` calls run at once, in threads (CTranslate2 releases the GIL, so they really run in
 parallel); at most `queue_size` more wait their turn, first come first served (jobs accepted by this
-process and still queued on disk count as waiting: see runner.py). Admission is decided up front
+process and still queued on disk count as waiting: see jobs/runner.py). Admission is decided up front
 (`admit`), so a request that cannot be served is refused with 429 before its upload is stored, and a caller
 that gives up while waiting (client disconnect, shutdown) leaves the line without ever starting.
 """

@@ -15,17 +15,15 @@ from fastapi import Request
 from transcription.config import Settings, english_only
 from transcription.layout import Layout
 
-from .jobs import JobStore
+from .jobs.runner import JobRunner
+from .jobs.store import JobStore
 from .metrics import Metrics
-from .runner import JobRunner
 from .scheduler import Scheduler
 from .uploads import UploadSpace
 
 if TYPE_CHECKING:  # both load faster-whisper; the service imports them only once the model loads
     from transcription.asr import Engine
     from transcription.packing import SharedPacker
-
-    from .realtime import LiveHub
 
 GRACE_S = 25.0  # SIGTERM to exit, all work included (Kubernetes waits 30 s by default before SIGKILL)
 
@@ -51,7 +49,6 @@ class Service:
     work_seconds: float = 5.0  # moving average of one transcription's run time, for Retry-After
     exit_code: int = 0
     loop: asyncio.AbstractEventLoop | None = None
-    realtime: LiveHub | None = None  # live sessions on /v1/realtime (realtime.py), made on first use
 
     @property
     def uploads(self) -> Path:

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from transcription.schema import Segment, sanitize
 
-from . import work
+from . import access, work
 from .errors import ApiError
 from .scheduler import ShuttingDown, Ticket
 from .state import Service
@@ -191,7 +191,7 @@ def _result(task: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
     except ApiError:
         raise
     except (ShuttingDown, asyncio.CancelledError):
-        raise work.shutting_down() from None
+        raise access.shutting_down() from None
     except Exception as exc:  # noqa: BLE001 - mapped to an API error with the cause
         raise work.api_error(exc) from exc
 

@@ -4,7 +4,6 @@ to API errors."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from starlette.requests import ClientDisconnect, Request
 
+from . import access
 from .errors import ApiError
 from .scheduler import QueueFull, ShuttingDown, Ticket
 from .state import Service
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from transcription.audio import WavReader
     from transcription.schema import Segment
     from transcription.stage1 import Transcriber
+
+    from .request import TranscriptionRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,7 +39,7 @@ def transcribe(
     src: Path,
     wav: Path,
     label: str,
-    opts: dict[str, Any],
+    request: TranscriptionRequest,
     *,
     on_decoded: Callable[[], None] | None = None,
     on_segment: Callable[[Segment], None] | None = None,
@@ -46,20 +48,13 @@ def transcribe(
     """Runs in a worker thread: one upload's Stage 1 (and Stage 2 when asked) into a finished document.
 
     A streamed request hears when the upload has been decoded (`on_decoded`) and each segment as it is
-    decoded (`on_segment`); the document is the same either way. With speakers asked for (`opts`' speaker
-    fields, or the server's ENABLE_DIARIZATION), `known_speakers` name them from reference clips."""
+    decoded (`on_segment`); the document is the same either way. With speakers asked for (the request's
+    speaker fields, or the server's ENABLE_DIARIZATION), `known_speakers` name them from reference clips."""
     from transcription import speakers, stage1
     from transcription.asr import AsrOptions
 
-    from .speaker_options import SpeakerOptions
-
-    settings = SpeakerOptions.from_dict(opts).apply(svc.settings)
-    enrich = settings.enrich if opts.get("enrich") is None else bool(opts["enrich"])
-    # Word timings cost about a tenth of a decode: only when the response (`opts`), Stage 2 (rate, pauses)
-    # or speakers (segments split by word times) use them.
-    words = bool(opts.get("word_timestamps")) or enrich or settings.diarize
-    if words != settings.word_timestamps:
-        settings = dataclasses.replace(settings, word_timestamps=words)
+    settings = request.settings_for(svc.settings)
+    opts = request.options
     start = time.perf_counter()
     try:
         decoded = stage1.decode(src, wav)
@@ -73,12 +68,12 @@ def transcribe(
             file_label=label,
             options=AsrOptions.from_settings(
                 settings,
-                language=opts.get("language"),
-                initial_prompt=opts.get("prompt"),
-                temperature=opts.get("temperature"),
-                task=opts.get("task"),
+                language=opts.language,
+                initial_prompt=opts.prompt,
+                temperature=opts.temperature,
+                task=request.task,
             ),
-            enrich=enrich,
+            enrich=request.enriches(settings),
             transcriber=_transcriber(svc, on_segment),
             known_speakers=known_speakers,
         )
@@ -145,17 +140,6 @@ def api_error(exc: BaseException) -> ApiError:
 # ------------------------------------------------------------------ admission
 
 
-def shutting_down() -> ApiError:
-    return ApiError(503, "the server is shutting down", "shutting_down", retry_after=5)
-
-
-def require_ready(svc: Service) -> None:
-    if svc.load_error is not None:
-        raise ApiError(503, f"the model failed to load: {svc.load_error}", "model_unavailable")
-    if not svc.ready.is_set():
-        raise ApiError(503, "the model is still loading; retry shortly", "model_loading", retry_after=5)
-
-
 def admit(svc: Service) -> Ticket:
     """A place for a synchronous transcription, or 429 (queue full) / 503 (shutting down)."""
     try:
@@ -169,7 +153,7 @@ def admit(svc: Service) -> Ticket:
             retry_after=svc.retry_after(),
         ) from None
     except ShuttingDown:
-        raise shutting_down() from None
+        raise access.shutting_down() from None
 
 
 def check_room(svc: Service) -> None:
@@ -185,7 +169,7 @@ def check_room(svc: Service) -> None:
             retry_after=svc.retry_after(),
         ) from None
     except ShuttingDown:
-        raise shutting_down() from None
+        raise access.shutting_down() from None
 
 
 # ------------------------------------------------------------------ waiting for the result

@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import numpy as np
 from transcription.asr import AsrOptions, AsrResult
 from transcription.config import Settings
 
-from .realtime_protocol import SessionConfig
+from .protocol import SessionConfig
 
 if TYPE_CHECKING:
     from transcription.asr import Engine
@@ -154,7 +155,9 @@ class LiveDecoder:
                         self._partials_running -= 1
                         self._cond.notify_all()
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> bool:
+        """Stop taking decodes, cancel those waiting, and join the threads (a running decode finishes
+        first). False when one is still running after `timeout` seconds."""
         with self._cond:
             self._closed = True
             waiting = [item[2] for item in self._heap]
@@ -162,6 +165,14 @@ class LiveDecoder:
             self._cond.notify_all()
         for future in waiting:
             future.cancel()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not self.alive
+
+    @property
+    def alive(self) -> bool:
+        return any(w.is_alive() for w in self._workers)
 
 
 def text_of(result: AsrResult) -> str:

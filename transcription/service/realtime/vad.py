@@ -4,46 +4,26 @@
 decisions (measured on jfk.flac: 13 to 36 of 343 frames flipped with 0.1 to 1 s of re-fed context). So the
 model's ONNX session is driven here directly, as `__call__` drives it, with its LSTM state (`h`, `c`) and
 the 64-sample context kept between blocks: the probabilities equal those of one call on the whole signal
-(checked in tests/test_realtime.py). This reaches into faster_whisper.vad (the session and its input
-names), checked once at start so that a faster-whisper that changed them fails loudly, not silently.
+(checked in tests/test_realtime.py). The session comes from faster-whisper's internals through
+fw_internals.silero_session, which checks its inputs.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 import numpy as np
+
+from transcription import fw_internals as fw
 
 FRAME = 512  # samples per probability at 16 kHz (32 ms)
 _CONTEXT = 64
 _STATE_SHAPE = (1, 1, 128)
 
 
-class VadUnavailable(RuntimeError):
-    pass
-
-
-@functools.lru_cache(maxsize=1)
-def _session() -> Any:
-    """faster-whisper's bundled Silero model (one ONNX session; `run` is safe from several threads)."""
-    from faster_whisper.vad import get_vad_model
-
-    session = getattr(get_vad_model(), "session", None)
-    names = {i.name for i in session.get_inputs()} if session is not None else set()
-    if names != {"input", "h", "c"}:
-        raise VadUnavailable(
-            f"faster_whisper.vad's Silero model changed (inputs {sorted(names)}, expected input, h, c); "
-            "live turn detection needs it"
-        )
-    return session
-
-
 class StreamingVad:
     """Speech probability of each 512-sample frame of a 16 kHz stream, fed in blocks of any size."""
 
     def __init__(self) -> None:
-        self._session = _session()
+        self._session = fw.silero_session()
         self._h = np.zeros(_STATE_SHAPE, dtype=np.float32)
         self._c = np.zeros(_STATE_SHAPE, dtype=np.float32)
         self._context = np.zeros((1, _CONTEXT), dtype=np.float32)

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .realtime_audio import MODEL_RATE
-from .realtime_protocol import TurnDetection
-from .realtime_vad import FRAME, StreamingVad
+from transcription.audio import SAMPLE_RATE
+
+from .protocol import TurnDetection
+from .vad import FRAME, StreamingVad
 
 SPECULATE_AFTER_S = 0.16  # silence before the final decode starts (faster-whisper's own VAD gap: 160 ms)
 PARTIAL_STEP_S = 0.5  # new speech between two partial decodes
@@ -103,7 +104,7 @@ class LiveAudio:
 
     @property
     def held_s(self) -> float:
-        return (self.total - self._start) / MODEL_RATE
+        return (self.total - self._start) / SAMPLE_RATE
 
     def feed(self, samples: np.ndarray) -> list[Action]:
         if samples.shape[0]:
@@ -118,7 +119,7 @@ class LiveAudio:
             self._frame(float(p), first + i * FRAME, actions)
         if not self.in_speech:
             # Audio a turn starting in the next frames may need: a soft onset, its padding, a frame back.
-            self._trim(self.total - self._padding() - FRAME - int(SOFT_ONSET_S * MODEL_RATE))
+            self._trim(self.total - self._padding() - FRAME - int(SOFT_ONSET_S * SAMPLE_RATE))
         return actions
 
     def _frame(self, p: float, at: int, actions: list[Action]) -> None:
@@ -130,7 +131,7 @@ class LiveAudio:
             self._soft_frame(p >= low, at, end)
             if p >= td.threshold:
                 assert self._soft_from is not None
-                onset = max(self._soft_from, at - int(SOFT_ONSET_S * MODEL_RATE))
+                onset = max(self._soft_from, at - int(SOFT_ONSET_S * SAMPLE_RATE))
                 self.in_speech = True
                 self._turn_start = max(self._start, onset - self._padding())
                 self._partial_at = end
@@ -145,8 +146,8 @@ class LiveAudio:
             self._silence_at = at
         if self._silence_at is not None:
             silent = end - self._silence_at
-            cut = self._silence_at + int(SPECULATE_AFTER_S * MODEL_RATE)
-            if silent >= td.silence_duration_ms * MODEL_RATE // 1000:
+            cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
+            if silent >= td.silence_duration_ms * SAMPLE_RATE // 1000:
                 audio = self._slice(self._turn_start, min(cut, end))
                 actions.append(Stopped(end, audio, speculated=self._paused))
                 self._end_turn(end)
@@ -154,10 +155,10 @@ class LiveAudio:
             if not self._paused and end >= cut:
                 self._paused = True
                 actions.append(Paused(self._slice(self._turn_start, cut)))
-        elif end - self._partial_at >= int(PARTIAL_STEP_S * MODEL_RATE):
+        elif end - self._partial_at >= int(PARTIAL_STEP_S * SAMPLE_RATE):
             self._partial_at = end
             actions.append(Partial(self._slice(self._turn_start, end)))
-        if end - self._turn_start >= int(MAX_TURN_S * MODEL_RATE):
+        if end - self._turn_start >= int(MAX_TURN_S * SAMPLE_RATE):
             actions.append(Stopped(end, self._slice(self._turn_start, end), speculated=False))
             self._end_turn(end)
 
@@ -172,7 +173,7 @@ class LiveAudio:
         elif self._soft_from is not None:
             if self._soft_quiet_at is None:
                 self._soft_quiet_at = at
-            if end - self._soft_quiet_at >= td.silence_duration_ms * MODEL_RATE // 1000:
+            if end - self._soft_quiet_at >= td.silence_duration_ms * SAMPLE_RATE // 1000:
                 self._soft_from = self._soft_quiet_at = None
 
     def _end_turn(self, end: int) -> None:
@@ -181,7 +182,7 @@ class LiveAudio:
 
     def _padding(self) -> int:
         td = self.detection
-        return td.prefix_padding_ms * MODEL_RATE // 1000 if td is not None else 0
+        return td.prefix_padding_ms * SAMPLE_RATE // 1000 if td is not None else 0
 
     # ---------------------------------------------------------------- commit and clear
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from transcription.layout import Lease, atomic_write_bytes, atomic_write_json
 
+from ..request import TranscriptionRequest
 from .callbacks import has_userinfo, is_redacted, redact
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class JobStore:
     # ---------------------------------------------------------------- create
 
     def new_record(
-        self, job_id: str, filename: str, options: dict[str, Any], callback_url: str | None
+        self, job_id: str, filename: str, request: TranscriptionRequest, callback_url: str | None
     ) -> dict:
         """A queued job's first record. A callback URL's credentials are kept apart until `publish`."""
         if has_userinfo(callback_url):
@@ -106,7 +107,7 @@ class JobStore:
             "started_at": None,
             "finished_at": None,
             "file": filename,
-            "options": options,
+            "options": request.to_record(),
             "callback_url": redact(callback_url),
             "attempts": 0,
             "worker": None,

@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from transcription.config import WHISPER_LANGUAGES
+from .. import access
+from ..access import ServedModel
+from ..errors import ApiError
 
-SAMPLE_RATE = 24_000  # pcm16 input, as OpenAI's
+WIRE_SAMPLE_RATE = 24_000  # the pcm16 a client sends, as OpenAI's; the model hears audio.SAMPLE_RATE
 _ALPHABET = string.ascii_letters + string.digits
 
 # OpenAI's defaults for server VAD.
@@ -84,7 +86,7 @@ def parse_event(text: str) -> dict[str, Any]:
 
 
 def apply_beta_update(
-    config: SessionConfig, session: Any, models: list[str], multilingual: bool
+    config: SessionConfig, session: Any, served: ServedModel, multilingual: bool
 ) -> SessionConfig:
     """`transcription_session.update`: the fields given replace the current ones."""
     s = _object(session, "session")
@@ -97,7 +99,7 @@ def apply_beta_update(
         )
     if "input_audio_transcription" in s:
         config = _transcription(
-            config, s["input_audio_transcription"], "session.input_audio_transcription", models
+            config, s["input_audio_transcription"], "session.input_audio_transcription", served
         )
     if "turn_detection" in s:
         config = replace(
@@ -109,7 +111,7 @@ def apply_beta_update(
 
 
 def apply_ga_update(
-    config: SessionConfig, session: Any, models: list[str], multilingual: bool
+    config: SessionConfig, session: Any, served: ServedModel, multilingual: bool
 ) -> SessionConfig:
     """`session.update` with a transcription session (`session.type = "transcription"`)."""
     s = _object(session, "session")
@@ -131,14 +133,14 @@ def apply_ga_update(
         )
     if "format" in given:
         fmt = _object(given["format"], "session.audio.input.format")
-        if fmt.get("type") != "audio/pcm" or fmt.get("rate", SAMPLE_RATE) != SAMPLE_RATE:
+        if fmt.get("type") != "audio/pcm" or fmt.get("rate", WIRE_SAMPLE_RATE) != WIRE_SAMPLE_RATE:
             raise ClientError(
                 "unsupported_audio_format",
                 "the input format must be {'type': 'audio/pcm', 'rate': 24000}",
                 "session.audio.input.format",
             )
     if "transcription" in given:
-        config = _transcription(config, given["transcription"], "session.audio.input.transcription", models)
+        config = _transcription(config, given["transcription"], "session.audio.input.transcription", served)
     if "turn_detection" in given:
         config = replace(
             config,
@@ -166,21 +168,13 @@ def _refuse_unsupported(s: dict[str, Any], param: str) -> None:
         raise ClientError("unsupported_parameter", "include (logprobs) is not supported", f"{param}.include")
 
 
-def _transcription(config: SessionConfig, value: Any, param: str, models: list[str]) -> SessionConfig:
+def _transcription(config: SessionConfig, value: Any, param: str, served: ServedModel) -> SessionConfig:
     t = _object(value, param)
-    model = t.get("model", config.model)
-    if model not in models:
-        raise ClientError(
-            "model_not_found",
-            f"the model {model!r} does not exist; this server serves {', '.join(repr(m) for m in models)}",
-            f"{param}.model",
-        )
-    language = t.get("language", config.language)
-    if language is not None:
-        if not isinstance(language, str) or language.strip().lower() not in (*WHISPER_LANGUAGES, "", "auto"):
-            raise ClientError("invalid_language", f"unknown language code {language!r}", f"{param}.language")
-        language = language.strip().lower()
-        language = None if language in ("", "auto") else language
+    try:
+        model = served.check(t.get("model", config.model), f"{param}.model")
+        language = access.language(t.get("language", config.language), f"{param}.language")
+    except ApiError as exc:
+        raise ClientError(exc.code, exc.message, exc.param) from None
     prompt = t.get("prompt", config.prompt)
     if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS):
         raise ClientError(
@@ -293,7 +287,7 @@ def ga_session(session_id: str, config: SessionConfig, expires_at: int) -> dict[
         "expires_at": expires_at,
         "audio": {
             "input": {
-                "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
+                "format": {"type": "audio/pcm", "rate": WIRE_SAMPLE_RATE},
                 "transcription": {
                     "model": config.model,
                     "language": config.language,

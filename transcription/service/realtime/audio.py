@@ -9,9 +9,8 @@ import binascii
 
 import numpy as np
 
-from .realtime_protocol import SAMPLE_RATE, ClientError
+from .protocol import WIRE_SAMPLE_RATE, ClientError
 
-MODEL_RATE = 16_000
 _UP, _DOWN = 2, 3  # 24 kHz -> 16 kHz
 # Input samples of context kept on each side of a resampled block: more than resample_poly's filter half
 # length (10 taps per phase at the 48 kHz intermediate rate, 15 input samples), a multiple of _DOWN.
@@ -36,14 +35,14 @@ def decode_pcm16(data: object) -> np.ndarray:
 
 
 def seconds(pcm: np.ndarray) -> float:
-    return pcm.shape[0] / SAMPLE_RATE
+    return pcm.shape[0] / WIRE_SAMPLE_RATE
 
 
 class Resampler:
     """24 kHz int16 in, 16 kHz float32 out, block by block.
 
     Each block is resampled with `_PAD` input samples of context on both sides and only its interior is
-    kept; the last `_PAD` samples wait for the next block (or `flush`). Blocks start at multiples of 3
+    kept; the last `_PAD` samples wait for the next block. Blocks start at multiples of 3
     input samples, so every output sample lands where the whole-signal resampling puts it.
     """
 
@@ -61,16 +60,6 @@ class Resampler:
         keep = max(0, stop - _PAD)
         self._pending = buf[keep:]
         self._context = stop - keep
-        return out
-
-    def flush(self) -> np.ndarray:
-        """The held-back tail (end of stream): resampled as the end of the whole signal would be."""
-        buf = self._pending
-        if buf.shape[0] <= self._context:
-            return np.zeros(0, dtype=np.float32)
-        out = self._block(buf, self._context, buf.shape[0])
-        self._pending = np.zeros(0, dtype=np.float32)
-        self._context = 0
         return out
 
     @staticmethod

@@ -30,9 +30,10 @@ from typing import Any
 
 from transcription.layout import OWNER_HOST, Lease
 
+from ..request import TranscriptionRequest
+from ..scheduler import Scheduler, ShuttingDown, Ticket
 from . import callbacks
-from .jobs import FINAL, JobStore, _now
-from .scheduler import Scheduler, ShuttingDown, Ticket
+from .store import FINAL, JobStore, _now
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ SCAN_INTERVAL_S = 2.0  # how often an idle replica looks for work other replicas
 MIN_SCAN_GAP_S = 0.2  # kicks closer together than this share one scan
 WORKER = f"{OWNER_HOST}:{os.getpid()}"  # recorded in a running job: which replica runs it
 
-# work(input_path, wav_path, file_label, options) -> transcript document; runs in a worker thread.
-Work = Callable[[Path, Path, str, dict[str, Any]], dict[str, Any]]
+# work(input_path, wav_path, file_label, request) -> transcript document; runs in a worker thread.
+Work = Callable[[Path, Path, str, TranscriptionRequest], dict[str, Any]]
 # describe(exception) -> (message, code) for a failed job's record.
 Describe = Callable[[BaseException], tuple[str, str]]
 
@@ -257,7 +258,8 @@ class JobRunner:
         doc: dict[str, Any] | None = None
         error: dict[str, str] | None = None
         try:
-            doc = self.work(self.store.input_path(job_id), wav, record["file"], record["options"])
+            request = TranscriptionRequest.from_record(record["options"])
+            doc = self.work(self.store.input_path(job_id), wav, record["file"], request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's recorded error
             message, code = self.describe(exc)
             log.warning("job %s failed: %s", job_id, message)

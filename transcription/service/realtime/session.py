@@ -3,9 +3,9 @@
 Three tasks per session, all on the event loop: the receiver (reads and checks client events, enforces the
 idle and duration limits and the real-time bound), the processor (resamples and runs turn detection in a
 worker thread, in arrival order, and starts decodes) and the writer (sends server events in the order they
-were queued). Decodes run in the live decoder's threads (realtime_decode.py); their results come back to
-the loop. Whatever ends the session (the client leaving, a limit, shutdown), everything it started is
-cancelled and its audio dropped.
+were queued). Decodes run in the live decoder's threads (decode.py); their results come back to
+the loop. Whatever ends the session (the client leaving, a limit), everything it started is cancelled and
+its audio dropped; a stopping server lets the turns already committed complete first.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +23,16 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from transcription.audio import SAMPLE_RATE
 from transcription.enrich import levels, render
 
-from .metrics import Metrics
-from .realtime_agreement import LocalAgreement
-from .realtime_audio import MODEL_RATE, Resampler, decode_pcm16, seconds
-from .realtime_decode import LiveDecoder, TurnResult
-from .realtime_protocol import (
-    SAMPLE_RATE,
+from ..access import ServedModel
+from ..metrics import Metrics
+from .agreement import LocalAgreement
+from .audio import Resampler, decode_pcm16, seconds
+from .decode import LiveDecoder, TurnResult
+from .protocol import (
+    WIRE_SAMPLE_RATE,
     ClientError,
     SessionConfig,
     apply_beta_update,
@@ -43,7 +45,7 @@ from .realtime_protocol import (
     parse_event,
     server_event,
 )
-from .realtime_turns import LiveAudio, Partial, Paused, Resumed, Started, Stopped
+from .turns import LiveAudio, Partial, Paused, Resumed, Started, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,9 @@ PROSODY_HISTORY = 200  # earlier turns kept as the session's baseline for prosod
 CLOSE_NORMAL = 1000
 CLOSE_ERROR = 1011  # "internal error"
 CLOSE_RESTART = 1012  # "service restart": a client may reconnect (to another replica)
-STOP_POLL_S = 0.5  # how often a waiting session looks whether the server is stopping
 CLOSE_FLUSH_S = 2.0  # time given to send the queued events before a close
+# A stopping server lets committed turns finish (their text is worth having) within its grace period.
+STOP_FINISH_S = 10.0
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Limits:
     @property
     def max_message_chars(self) -> int:
         """The largest client message: an append of `max_buffer_s` of audio (base64), 1 MiB at least."""
-        return max(1 << 20, int(self.max_buffer_s * SAMPLE_RATE * 2 * 4 / 3) + (64 << 10))
+        return max(1 << 20, int(self.max_buffer_s * WIRE_SAMPLE_RATE * 2 * 4 / 3) + (64 << 10))
 
 
 @dataclass
@@ -86,17 +89,17 @@ class LiveSession:
         decoder: LiveDecoder,
         metrics: Metrics,
         config: SessionConfig,
-        models: list[str],
+        served: ServedModel,
         multilingual: bool,
         limits: Limits,
-        stopping: Callable[[], bool] = lambda: False,
+        stopping: asyncio.Event,
     ) -> None:
         self.ws = ws
-        self.stopping = stopping
+        self.stopping = stopping  # set when the server stops (hub.py)
         self.decoder = decoder
         self.metrics = metrics
         self.config = config
-        self.models = models
+        self.served = served
         self.multilingual = multilingual
         self.limits = limits
         self.id = new_id("sess")
@@ -113,7 +116,9 @@ class LiveSession:
         self.last_completion: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.writer: asyncio.Task[None] | None = None
+        self.processor: asyncio.Task[None] | None = None
         self.failure: str | None = None  # set when processing failed: the session then ends
+        self.failed = asyncio.Event()
         self.ahead_s = 0.0  # leaky bucket: audio received minus real time elapsed, never below 0
         self.ahead_at = time.monotonic()
         self.manual_s = 0.0  # uncommitted audio in manual mode
@@ -125,7 +130,7 @@ class LiveSession:
         """Serve the session until it ends; returns why it ended."""
         self.send(server_event("transcription_session.created", session=self._beta_session()))
         self.writer = self._spawn(self._write())
-        self._spawn(self._process())
+        self.processor = self._spawn(self._process())
         try:
             return await self._receive()
         finally:
@@ -150,34 +155,23 @@ class LiveSession:
         started = time.monotonic()
         idle_since = started
         receiving: asyncio.Task[dict[str, Any]] | None = None
+        woken = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.failed.wait())]
         try:
             while True:
                 now = time.monotonic()
                 idle_left = idle_since + self.limits.idle_timeout_s - now
                 life_left = started + self.limits.max_session_s - now
-                if self.failure is not None:
-                    return await self._close(
-                        "server_error", f"the session failed: {self.failure}", CLOSE_ERROR
-                    )
-                if self.stopping():
-                    return await self._close(
-                        "server_shutting_down", "the server is shutting down", CLOSE_RESTART
-                    )
-                if life_left <= 0:
-                    return await self._close(
-                        "session_expired",
-                        f"the session reached its maximum duration of {self.limits.max_session_s:g} s",
-                    )
-                if idle_left <= 0:
-                    return await self._close(
-                        "session_idle_timeout",
-                        f"no message for {self.limits.idle_timeout_s:g} s: the session was closed",
-                    )
+                if (ended := await self._ended(idle_left, life_left)) is not None:
+                    return ended
                 if receiving is None:
                     receiving = asyncio.ensure_future(self.ws.receive())
                 # A pending receive is kept across these checks (no message is lost to a timeout).
-                done, _ = await asyncio.wait({receiving}, timeout=min(idle_left, life_left, STOP_POLL_S))
-                if not done:
+                done, _ = await asyncio.wait(
+                    {receiving, *woken},
+                    timeout=min(idle_left, life_left),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if receiving not in done:
                     continue
                 message, receiving = receiving.result(), None
                 if message["type"] == "websocket.disconnect":
@@ -185,8 +179,37 @@ class LiveSession:
                 idle_since = time.monotonic()
                 self._handle_message(message)
         finally:
-            if receiving is not None:
-                receiving.cancel()
+            for task in (receiving, *woken):
+                if task is not None:
+                    task.cancel()
+
+    async def _ended(self, idle_left: float, life_left: float) -> str | None:
+        """Why the session ends now (after closing it), or None while it goes on."""
+        if self.failure is not None:
+            return await self._close("server_error", f"the session failed: {self.failure}", CLOSE_ERROR)
+        if self.stopping.is_set():
+            await self._finish_committed()
+            return await self._close("server_shutting_down", "the server is shutting down", CLOSE_RESTART)
+        if life_left <= 0:
+            return await self._close(
+                "session_expired",
+                f"the session reached its maximum duration of {self.limits.max_session_s:g} s",
+            )
+        if idle_left <= 0:
+            return await self._close(
+                "session_idle_timeout",
+                f"no message for {self.limits.idle_timeout_s:g} s: the session was closed",
+            )
+        return None
+
+    async def _finish_committed(self) -> None:
+        """The server is stopping: no new audio is processed and the turn being spoken is dropped, but the
+        turns already committed get their text, in order, within STOP_FINISH_S."""
+        if self.processor is not None:
+            self.processor.cancel()
+        self._drop_work()
+        if self.last_completion is not None:
+            await asyncio.wait({self.last_completion}, timeout=STOP_FINISH_S)
 
     async def _close(self, code: str, message: str, close_code: int = CLOSE_NORMAL) -> str:
         """End the session from this side: the reason as an `error` event after what is queued, then the
@@ -244,12 +267,12 @@ class LiveSession:
             self._queue("clear", event_id)
         elif kind == "transcription_session.update":
             self._configure(
-                apply_beta_update(self.config, event.get("session"), self.models, self.multilingual)
+                apply_beta_update(self.config, event.get("session"), self.served, self.multilingual)
             )
             self.send(server_event("transcription_session.updated", session=self._beta_session()))
         elif kind == "session.update":
             self._configure(
-                apply_ga_update(self.config, event.get("session"), self.models, self.multilingual)
+                apply_ga_update(self.config, event.get("session"), self.served, self.multilingual)
             )
             self.send(
                 server_event("session.updated", session=ga_session(self.id, self.config, self.expires_at))
@@ -308,6 +331,7 @@ class LiveSession:
         except Exception as exc:  # noqa: BLE001 - a bug here must end the session, not leave it deaf
             log.exception("live session processing failed")
             self.failure = f"{type(exc).__name__}: {exc}"
+            self.failed.set()
 
     async def _process_inbox(self) -> None:
         while True:
@@ -521,8 +545,8 @@ class LiveSession:
 
 
 def _ms(sample: int) -> int:
-    return int(round(sample * 1000 / MODEL_RATE))
+    return int(round(sample * 1000 / SAMPLE_RATE))
 
 
 def seconds_16k(audio: np.ndarray) -> float:
-    return audio.shape[0] / MODEL_RATE
+    return audio.shape[0] / SAMPLE_RATE

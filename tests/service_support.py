@@ -1,7 +1,7 @@
 """Real servers for the service tests: `slower-whisper serve` subprocesses on free loopback ports.
 
-Not a test module itself (it holds no tests); the other tests/test_service_*.py files import from it. The
-main server is shared by every service test module through a process-wide cache, so the model loads once.
+A support module (no tests); the service tests import from it. The main server is shared by every service
+test module through a process-wide cache, so the model loads once.
 """
 
 from __future__ import annotations
