@@ -17,11 +17,12 @@ import pytest
 from conftest import DATA, load_json, run_cli, tiny_env
 
 from transcription import languages, recovery
-from transcription.asr import WINDOW_S, AsrOptions, AsrResult, Engine, main_language, windows
+from transcription.asr import AsrOptions, Engine
 from transcription.audio import SAMPLE_RATE
 from transcription.config import ConfigError, load_settings
 from transcription.languages import Span, Unit
 from transcription.schema import Segment, Word, validate
+from transcription.window_plan import WINDOW_S, AsrResult, FileRun, Source, main_language, windows
 
 SR = SAMPLE_RATE
 GAP_S = 0.8
@@ -466,9 +467,9 @@ def test_one_language_recording_is_one_span_and_decodes_as_detection_once(base: 
     from faster_whisper.audio import decode_audio
 
     samples = decode_audio(str(PARTS[0][1]), SR)
-    units = languages.speech_units(samples)
+    window = FileRun(Source(samples), AsrOptions(), base.model, base.multilingual).plan(0)
+    units, plan = window.units, window.spans
     assert len(units) >= 2  # JFK pauses between phrases
-    plan = base.plan(samples, units, AsrOptions(), None)
     assert [(s.start, s.end, s.language) for s in plan] == [(0, samples.shape[0], "en")]
     chunk = base.transcribe(samples, AsrOptions())
     once = base.transcribe(samples, AsrOptions(language_detection="file"))
@@ -487,7 +488,7 @@ def test_base_speech_after_a_window_of_noise_gets_its_own_language(base: Engine)
     lead = (np.random.default_rng(0).standard_normal(_sec(WINDOW_S + 5)) * 0.002).astype(np.float32)
     german = [decode_audio(str(path), SR) for _, path, _ in PARTS[1:3]]
     samples = np.concatenate([lead, german[0], np.zeros(_sec(GAP_S), np.float32), german[1]])
-    assert len(windows(samples, samples.shape[0])) == 2
+    assert len(windows(Source(samples))) == 2
     from transcription.packing import SharedPacker
 
     packer = SharedPacker(base, 4)
@@ -512,8 +513,8 @@ def test_base_speech_after_a_window_of_noise_gets_its_own_language(base: Engine)
 @pytest.mark.slow
 def test_english_only_model_never_detects(tiny: Engine, mixed) -> None:
     samples, parts = mixed
-    units = languages.speech_units(samples)
-    plan = tiny.plan(samples, units, AsrOptions(), None)
+    window = FileRun(Source(samples), AsrOptions(), tiny.model, tiny.multilingual).plan(0)
+    units, plan = window.units, window.spans
     assert [(s.start, s.end, s.language, s.probability) for s in plan] == [(0, samples.shape[0], "en", 1.0)]
     assert {u.language for u in units} == {"en"}
     auto = tiny.transcribe(samples, AsrOptions())

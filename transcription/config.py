@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -605,13 +605,7 @@ def load_settings(
     settings = Settings(**values)
     if settings.device == "cuda" and not hardware.cuda_available():
         raise ConfigError("WHISPER_DEVICE: 'cuda' requested but no CUDA device is visible to CTranslate2")
-    if settings.language not in (None, "en") and english_only(settings.model):
-        raise ConfigError(english_only_message(settings.model, settings.language))
-    if settings.task == "translate" and english_only(settings.model):
-        raise ConfigError(
-            f"WHISPER_TASK: model {settings.model!r} is English-only and cannot translate; "
-            "use a multilingual model (base, small, large-v3, ...)"
-        )
+    check_english_only(settings.model, None, settings.language, settings.task, settings.languages)
     check_speaker_counts(settings.num_speakers, settings.min_speakers, settings.max_speakers)
     check_languages(settings)
     return settings
@@ -622,11 +616,6 @@ def check_languages(settings: Settings) -> None:
     allowed = settings.languages
     if allowed is None:
         return
-    if english_only(settings.model) and allowed != ("en",):
-        raise ConfigError(
-            f"WHISPER_LANGUAGES: model {settings.model!r} is English-only and cannot detect "
-            f"{','.join(allowed)}; use a multilingual model (base, large-v3, turbo, ...)"
-        )
     if settings.language is not None and settings.language not in allowed:
         raise ConfigError(
             f"WHISPER_LANGUAGE={settings.language} is not among WHISPER_LANGUAGES={','.join(allowed)}"
@@ -649,11 +638,46 @@ def english_only(model: str) -> bool:
     return Path(model.rstrip("/")).name.lower().endswith(".en")
 
 
-def english_only_message(model: str, language: str | None) -> str:
-    return (
-        f"WHISPER_LANGUAGE: model {model!r} is English-only and would transcribe {language!r} speech as "
-        "English; use a multilingual model (base, large-v3, turbo, ...) or WHISPER_LANGUAGE=en/auto"
-    )
+_MULTILINGUAL_HINT = "use a multilingual model (base, small, large-v3, turbo, ...)"
+
+
+def english_only_refusal(
+    model: str,
+    multilingual: bool | None,
+    language: str | None = None,
+    task: str = "transcribe",
+    allowed: Sequence[str] | None = None,
+) -> tuple[str, str] | None:
+    """What an English-only model is asked and cannot do, as (the setting, why), or None when it can.
+
+    The one rule for every caller (settings, the loaded model, requests, live sessions): such a model would
+    transcribe other speech as English, so it is refused, not guessed at. `multilingual` is the loaded
+    model's answer; None judges by the name (`english_only`)."""
+    if multilingual if multilingual is not None else not english_only(model):
+        return None
+    if language not in (None, "en"):
+        setting, what = "language", f"transcribe language {language!r}"
+    elif task == "translate":
+        setting, what = "task", "translate"
+    elif allowed is not None and tuple(allowed) != ("en",):
+        setting, what = "languages", f"detect {','.join(allowed)}"
+    else:
+        return None
+    return setting, f"model {model!r} is English-only and cannot {what}; {_MULTILINGUAL_HINT}"
+
+
+def check_english_only(
+    model: str,
+    multilingual: bool | None,
+    language: str | None,
+    task: str = "transcribe",
+    allowed: Sequence[str] | None = None,
+) -> None:
+    """`english_only_refusal` as a ConfigError naming the variable (exit 2 from the CLI)."""
+    refused = english_only_refusal(model, multilingual, language, task, allowed)
+    if refused is not None:
+        setting, why = refused
+        raise ConfigError(f"{ENV_VARS[setting]}: {why}")
 
 
 def parse_shard(

@@ -98,7 +98,7 @@ class _Run:
         try:
             assert claim.source is not None  # set when its decode succeeded
             doc = document.build(
-                self.packer.finish(f),
+                self.packer.conclude(f),
                 self.p.engine,
                 self.p.settings,
                 f.options,
