@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import audio, document, hardware, pipeline, speakers
+from . import audio, document, hardware, pipeline, sizing, speakers
 from .config import Settings
 from .document import SourceIdentity
 from .layout import Input
@@ -128,7 +128,7 @@ class _Run:
 def strategy(settings: Settings) -> pipeline.Strategy:
     """The batch run's strategy in throughput mode."""
     return pipeline.Strategy(
-        engine_workers=hardware.engine_workers(settings),
+        engine_workers=sizing.engine_workers(settings),
         decode_workers=hardware.prepare_workers(settings.resolved_device()),
         run=run_packed,
     )
@@ -180,10 +180,10 @@ def run_packed(
     several files packed into each batch. On `stop`, files already started are finished; claims not started
     are given back.
     """
-    if not hardware.packs(processor.settings):
+    if not sizing.packs(processor.settings):
         run_parallel(processor, inputs, stop, progress)
         return
-    batch_size = hardware.choose_batch_size(processor.engine, processor.options.batch_size)
+    batch_size = sizing.choose_batch_size(processor.engine, processor.options.batch_size)
     # Decoding runs on the processor's decode pool (sized by hardware.prepare_workers() in strategy()).
     workers = hardware.prepare_workers(processor.engine.device)
     run = _Run(processor, batch_size, workers)

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from transcription import hardware
+from transcription import sizing
 from transcription.config import Settings
 from transcription.layout import Layout
 
@@ -52,7 +52,7 @@ def create_app(
     """Build the app. With `engine` given it is used as is; otherwise the model loads in the background."""
     layout = Layout(settings.root)
     metrics = Metrics()
-    scheduler = Scheduler(hardware.service_in_flight(settings), settings.queue_size)
+    scheduler = Scheduler(sizing.service_in_flight(settings), settings.queue_size)
     store = JobStore(layout.jobs, settings.lease_ttl)
     space = UploadSpace(layout.state / "uploads", settings.lease_ttl)
     sweep = _Every(UPLOAD_SWEEP_S, space.sweep)
@@ -136,7 +136,7 @@ async def _load(svc: Service) -> None:
 
     start = time.perf_counter()
     try:
-        workers = hardware.service_engine_workers(svc.settings)
+        workers = sizing.service_engine_workers(svc.settings)
         # Each request worker may use every core: a lone request gets the whole machine.
         engine = await asyncio.to_thread(
             functools.partial(Engine.load, svc.settings, workers, whole_machine_each=True)
@@ -157,10 +157,10 @@ async def _load(svc: Service) -> None:
 
 def _set_ready(svc: Service, engine: Engine, seconds: float) -> None:
     svc.engine = engine
-    if hardware.packs(svc.settings):
+    if sizing.packs(svc.settings):
         from transcription.packing import SharedPacker
 
-        size = hardware.choose_batch_size(engine, svc.settings.batch_size)
+        size = sizing.choose_batch_size(engine, svc.settings.batch_size)
         svc.packer = SharedPacker(engine, size, on_batch=svc.metrics.observe_batch)
         log.info("throughput mode: requests packed into shared batches of up to %d chunks", size)
     svc.loaded_at = int(time.time())

@@ -17,6 +17,8 @@ import logging
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
+from transcription import hardware
+
 from . import params
 from .errors import ApiError
 from .realtime_decode import LiveDecoder
@@ -46,8 +48,8 @@ class LiveHub:
         if self._decoder is None:
             svc = self.svc
             assert svc.engine is not None
-            # Packing: each thread only waits on the packer, so one per session. Else one per engine worker.
-            threads = svc.settings.realtime_max_sessions if svc.packer is not None else svc.engine.workers
+            packing, sessions = svc.packer is not None, svc.settings.realtime_max_sessions
+            threads = hardware.live_decode_threads(packing, sessions, svc.engine.workers)
             self._decoder = LiveDecoder(svc.engine, svc.packer, svc.settings, threads)
         return self._decoder
 

@@ -9,9 +9,10 @@ import binascii
 
 import numpy as np
 
+from transcription.audio import SAMPLE_RATE as MODEL_RATE  # noqa: F401 - declared there; for the live modules
+
 from .realtime_protocol import SAMPLE_RATE, ClientError
 
-MODEL_RATE = 16_000
 _UP, _DOWN = 2, 3  # 24 kHz -> 16 kHz
 # Input samples of context kept on each side of a resampled block: more than resample_poly's filter half
 # length (10 taps per phase at the 48 kHz intermediate rate, 15 input samples), a multiple of _DOWN.
