@@ -97,11 +97,6 @@ def detect_once(
     return choose(fw.language_probabilities(model, feats[None])[0], allowed)
 
 
-def detect_piece(model: Any, samples: np.ndarray, allowed: Sequence[str] | None) -> str:
-    """The language of one short piece of speech (a stretch decoded again by the loss detector)."""
-    return choose(_detect(model, [samples])[0], allowed)[0]
-
-
 def _detect(model: Any, pieces: list[np.ndarray]) -> list[dict[str, float]]:
     """Language probabilities of each piece of audio, DETECT_FRAMES of features each, in batches."""
     out: list[dict[str, float]] = []
