@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,27 +51,18 @@ class AsrOptions:
         return out
 
 
+@dataclass(eq=False)
 class Engine:
     """One loaded Whisper model. `transcribe` may be called from several threads at once (up to `workers`)."""
 
-    def __init__(
-        self,
-        model: object,
-        name: str,
-        path: Path,
-        device: str,
-        compute_type: str,
-        load_seconds: float,
-        workers: int = 1,
-    ) -> None:
-        self.model = model
-        self.name = name
-        self.path = path
-        self.device = device
-        self.compute_type = compute_type
-        self.load_seconds = load_seconds
-        self._batched: object | None = None
-        self.workers = workers
+    model: Any  # faster_whisper.WhisperModel
+    name: str
+    path: Path
+    device: str
+    compute_type: str
+    load_seconds: float
+    workers: int = 1
+    _batched: Any = field(default=None, init=False, repr=False)  # the batched pipeline, made when first asked
 
     @classmethod
     def load(cls, settings: Settings, workers: int = 1, *, whole_machine_each: bool = False) -> Engine:

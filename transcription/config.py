@@ -257,8 +257,8 @@ class Settings:
         ),
     )
     # With the language detected (auto) on a multilingual model: per speech chunk, so a recording that changes
-    # language keeps every part in its own language, or once per file from its first 30 s (the old behaviour).
-    # Recorded only where it can change a transcript; "chunk" made any earlier auto transcript stale.
+    # language keeps every part in its own language, or once per file from its first 30 s of speech.
+    # Recorded only where it can change a transcript.
     language_detection: str = _setting(
         "chunk",
         Spec(

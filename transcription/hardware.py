@@ -84,7 +84,7 @@ def cpu_threads(device: str, workers: int, *, whole_machine_each: bool = False) 
     A batch run keeps every worker busy, so on CPU the cores are divided between them: its threads scale
     poorly on few cores, and separate files in parallel use them better than one file on all of them. The
     service's load comes and goes (`whole_machine_each`): each worker gets every core, so a lone request
-    uses the whole machine, and concurrent ones share it (measured in docs/service.md).
+    uses the whole machine, and concurrent ones share it (docs/service.md).
     """
     if device != "cpu":
         return 0
