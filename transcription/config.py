@@ -622,6 +622,14 @@ def check_languages(settings: Settings) -> None:
         )
 
 
+def check_counts_need_diarization(settings: Settings) -> None:
+    """Speaker counts only shape a diarization: a batch run given them without one would ignore them."""
+    given = [n for n in ("num_speakers", "min_speakers", "max_speakers") if getattr(settings, n) is not None]
+    if given and not settings.diarize:
+        named = ", ".join(f"{flag_name(n)} ({ENV_VARS[n]})" for n in given)
+        raise ConfigError(f"{named}: speaker counts need diarization: add --diarize (ENABLE_DIARIZATION)")
+
+
 def check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:
     """The speaker-count constraints agree with each other (each is already within 1..MAX_SPEAKERS)."""
     if low is not None and high is not None and low > high:

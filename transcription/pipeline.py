@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import audio, document, per_file, schema, speakers
+from . import audio, document, logsetup, per_file, schema, speakers
 from .asr import AsrOptions, Engine
 from .config import Settings
 from .errors import UsageError
@@ -267,25 +267,30 @@ class Processor:
             atomic_write_json(self.layout.failure_path(inp.stem), entry)
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent otherwise (the JSON log lines carry the progress)."""
+class ProgressBar:
+    """A progress bar on a terminal, on its own line under the log lines (`logsetup.show_status`); silent
+    otherwise (the JSON log lines carry the progress). Files are counted done when the next one starts, and
+    all of them (every started one: a stop finishes those) when the run closes the bar."""
+
+    WIDTH = 30
 
     def __init__(self, total: int) -> None:
         self.total = total
+        self.started = 0
         self.tty = sys.stderr.isatty()
 
     def __call__(self, n: int, inp: Input) -> None:
+        self.started = max(self.started, n)
         if self.tty and self.total:
-            width = 30
-            filled = int(width * (n - 1) / self.total)
-            sys.stderr.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {n}/{self.total} {inp.rel[:50]:50s}"
-            )
-            sys.stderr.flush()
+            logsetup.show_status(f"{self._bar(n - 1)} {n}/{self.total} {inp.rel[:50]}")
 
     def close(self) -> None:
         if self.tty and self.total:
-            sys.stderr.write("\n")
+            logsetup.show_status(f"{self._bar(self.started)} {self.started}/{self.total}", final=True)
+
+    def _bar(self, done: int) -> str:
+        filled = int(self.WIDTH * done / self.total)
+        return f"[{'#' * filled}{'.' * (self.WIDTH - filled)}]"
 
 
 def plan(
@@ -359,7 +364,7 @@ def run_batch(
         processor = Processor(
             engine, settings, layout, report, force=force, decode_workers=strategy.decode_workers
         )
-        progress = _Progress(len(todo))
+        progress = ProgressBar(len(todo))
         try:
             (strategy.run or Processor.run)(processor, todo, stop, progress)
         finally:
