@@ -180,6 +180,9 @@ def test_a_window_without_speech_neither_names_nor_carries_a_language() -> None:
     assert main_language([], [("nn", 0.4, 0.0)], None) == (None, None)
     assert main_language([], [("nn", 0.4, 0.0)], "de") == ("de", 1.0)
     assert main_language([], [("nn", 0.4, 0.0), ("de", 0.9, 2.0)], None) == ("de", 0.9)
+    # Noise the VAD took for speech, "detected" unsurely, without any text: no speech, no language.
+    assert main_language([], [("en", 0.31, 2.0)], None) == (None, None)
+    assert main_language([], [("en", 0.31, 2.0), ("de", 0.9, 2.0)], None) == ("de", 0.9)
 
 
 def test_summary_ranks_languages_by_seconds() -> None:
@@ -415,6 +418,15 @@ def test_base_speech_after_a_window_of_noise_gets_its_own_language(base: Engine)
     quiet = base.transcribe(lead[: _sec(20)], AsrOptions())
     assert quiet.segments == [] and (quiet.language, quiet.language_probability) == (None, None)
     assert "no speech detected" in quiet.warnings
+
+
+@pytest.mark.slow
+def test_base_names_no_language_for_white_noise(base: Engine) -> None:
+    noise = (np.random.default_rng(0).standard_normal(_sec(10)) * 0.3).astype(np.float32)
+    for vad in (True, False):
+        result = base.transcribe(noise, AsrOptions(vad=vad))
+        assert result.segments == [] and "no speech detected" in result.warnings, vad
+        assert (result.language, result.language_probability) == (None, None), vad
 
 
 @pytest.mark.slow

@@ -194,15 +194,16 @@ class FileRun:
 def main_language(
     segments: list[Segment], spans: list[tuple[str, float | None, float]], fixed: str | None
 ) -> tuple[str | None, float | None]:
-    """A transcription's language and its probability: the language with the most transcribed speech (else the
-    most detected speech; None when nothing was heard and nothing fixed); the probability is its spans' mean,
+    """A transcription's language and its probability: the language with the most transcribed speech; without
+    any text, the most speech detected surely (at `languages.SWITCH_P` or above: Whisper names a language for
+    noise too, unsurely); None when nothing was heard and nothing fixed. The probability is its spans' mean,
     weighted by speech (1.0 when fixed). `spans` are (language, probability, seconds of speech)."""
     if fixed is not None:
         return fixed, 1.0
     ranked = languages.summary(segments)
     seconds: dict[str, float] = {}
-    for code, _, length in spans:
-        if length > 0:
+    for code, p, length in spans:
+        if length > 0 and (ranked or (p is not None and p >= languages.SWITCH_P)):
             seconds[code] = seconds.get(code, 0.0) + length
     if ranked:
         main = ranked[0]["language"]
