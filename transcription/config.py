@@ -194,6 +194,11 @@ class Spec:
     meta: bool = False  # recorded in each document's meta (as used, from the AsrOptions)
 
 
+def _choice(env: str, choices: tuple[str, ...], help: str, commands: tuple[str, ...], **kw: Any) -> Spec:
+    """A setting with a fixed set of values: its parser and its flag's choices from the one tuple."""
+    return Spec(env, lambda n, v: _parse_choice(n, v, choices), help, commands, choices=choices, **kw)
+
+
 def _setting(default: Any, spec: Spec, *, secret: bool = False) -> Any:
     """A declared `Settings` field; a secret is kept out of repr."""
     return field(default=default, repr=not secret, metadata={"spec": spec})
@@ -261,13 +266,12 @@ class Settings:
     # Recorded only where it can change a transcript.
     language_detection: str = _setting(
         "chunk",
-        Spec(
+        _choice(
             "WHISPER_LANGUAGE_DETECTION",
-            lambda n, v: _parse_choice(n, v, LANGUAGE_DETECTION),
+            LANGUAGE_DETECTION,
             "with auto language: chunk (each speech chunk in its own language) or file (detect once) "
             "(env WHISPER_LANGUAGE_DETECTION)",
             _RUNS,
-            choices=LANGUAGE_DETECTION,
             fingerprint=lambda s: (
                 None if s.language is not None or english_only(s.model) else s.language_detection
             ),
@@ -340,12 +344,11 @@ class Settings:
     )
     task: str = _setting(
         "transcribe",
-        Spec(
+        _choice(
             "WHISPER_TASK",
-            lambda n, v: _parse_choice(n, v, TASKS),
+            TASKS,
             "transcribe, or translate into English (needs a multilingual model; env WHISPER_TASK)",
             _RUNS,
-            choices=TASKS,
             # Not recorded for "transcribe", so transcripts made before the setting existed stay current.
             fingerprint=lambda s: None if s.task == "transcribe" else s.task,
             decoding=True,
@@ -484,12 +487,11 @@ class Settings:
     )
     log_format: str = _setting(
         "text",
-        Spec(
+        _choice(
             "LOG_FORMAT",
-            lambda n, v: _parse_choice(n, v, LOG_FORMATS),
+            LOG_FORMATS,
             "env LOG_FORMAT; default text on a terminal",
             COMMANDS,
-            choices=LOG_FORMATS,
         ),
     )
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
