@@ -9,6 +9,10 @@
    product's strict loader, on real 2-6 s read-speech segments.
 3. Pitch error against Praat (parselmouth, used here as the reference only): per-segment mean F0,
    and frame-level voicing agreement.
+4. With `--long`: a 30-minute and a 2-hour recording (JFK's 11 s every 10 minutes, silence between),
+   transcribed and enriched by the CLI: peak RSS, and prosody's cost against the speech it holds (four
+   times the speech should cost about four times the prosody, never the silence) and against
+   transcription (tests/test_enrich_long.py checks the memory and the behaviour, not the cost).
 """
 
 from __future__ import annotations
@@ -228,11 +232,57 @@ def markdown(host: str, p: dict, e: dict | None, f: dict) -> str:
     return "\n".join(lines)
 
 
+_PEAK = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def bench_long() -> dict:
+    """30 min and 2 h of mostly silence through `transcribe --enrich` (tiny.en, CPU): peak RSS and timings."""
+    import os
+
+    ff = ["ffmpeg", "-v", "error", "-y"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "ENABLE_"))}
+    env.update(WHISPER_MODEL="tiny.en", WHISPER_DEVICE="cpu", HF_HUB_OFFLINE="1", LOG_FORMAT="json")
+    env.update(ENABLE_AUDIO_ENRICHMENT="true", ENABLE_EMOTION="false")
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        unit = Path(tmp) / "unit.flac"
+        jfk = DATA / "en_read" / "jfk" / "jfk.flac"
+        pad = ["-af", "apad=whole_dur=600", "-ar", "16000", "-ac", "1"]
+        subprocess.run([*ff, "-i", str(jfk), *pad, str(unit)], check=True)
+        for name, loops in (("30 min", 2), ("2 h", 11)):
+            root = Path(tmp) / name.replace(" ", "")
+            (root / "raw_audio").mkdir(parents=True)
+            looped = ["-stream_loop", str(loops), "-i", str(unit), str(root / "raw_audio" / "f.flac")]
+            subprocess.run([*ff, *looped], check=True)
+            cli = [sys.executable, "-m", "transcription", "transcribe", "--enrich", "--root", str(root)]
+            run = subprocess.run([sys.executable, "-c", _PEAK, *cli], cwd=ROOT, env=env, check=True,
+                                 capture_output=True, text=True)  # fmt: skip
+            doc = json.loads((root / "whisper_json" / "f.json").read_text(encoding="utf-8"))
+            out[name] = {
+                "peak_rss_mb": round(int(run.stdout.split()[-1]) / 1024, 1),
+                "timings": doc["meta"]["timings"],
+                "speech_segments": sum(1 for seg in doc["segments"] if seg["text"].strip()),
+            }
+    short, long_ = out["30 min"]["timings"], out["2 h"]["timings"]
+    out["prosody_ratio_2h_over_30min"] = round(long_["prosody"] / max(short["prosody"], 1e-9), 2)
+    out["prosody_over_transcribe_2h"] = round(long_["prosody"] / max(long_["transcribe"], 1e-9), 4)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emotion-segments", type=int, default=16, help="0 skips the emotion benchmark")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument(
+        "--long", action="store_true", help="only the 30 min / 2 h cost and memory (section 4)"
+    )
     args = parser.parse_args()
+    if args.long:
+        print(json.dumps({"long": bench_long()}, indent=1))
+        return
     host = machine()
     p = bench_prosody()
     print(json.dumps({"prosody": p}), flush=True)

@@ -250,7 +250,8 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def _build(args: argparse.Namespace, work: Path, modes: list[str]) -> tuple[dict, dict, dict]:
+    """The layouts' files (manifests), their decoded audio, and a root per CLI mode holding them."""
     from faster_whisper import decode_audio
 
     layouts = args.layouts or (QUICK if args.quick else list(LAYOUTS))
@@ -261,14 +262,18 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         wav, manifest = build(layout, built)
         files[layout] = manifest
     audio = {stem: decode_audio(str(built / f"{stem}.wav")) for stem in files}
-    modes = [] if args.bare_only else ["chunk", "file"]
     roots = {}
     for mode in modes:
         roots[mode] = work / mode
         (roots[mode] / "raw_audio").mkdir(parents=True, exist_ok=True)
         for stem in files:
             shutil.copyfile(built / f"{stem}.wav", roots[mode] / "raw_audio" / f"{stem}.wav")
+    return files, audio, roots
 
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    modes = [] if args.bare_only else ["chunk", "file"]
+    files, audio, roots = _build(args, work, modes)
     base = bare(files, audio, model_path(args.model))
     clis: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for rep in range(args.repeats):
@@ -287,55 +292,62 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "settings": {"device": "cpu", "compute_type": "int8", **DECODE},
         "repeats": args.repeats,
         "audio_s": round(sum(float(m["duration"]) for m in files.values()), 1),
-        "files": {},
+        "files": {
+            stem: _file_entry(stem, manifest, base, systems, clis, modes) for stem, manifest in files.items()
+        },
         "alone": base["alone"],
-        "timing": {},
+        "timing": _timing(files, base, clis, modes),
         "summary": {},
     }
-    for stem, manifest in files.items():
-        entry: dict[str, Any] = {
-            "duration": manifest["duration"],
-            "pause_s": manifest["pause_s"],
-            "parts": [],
-        }
-        scored = {name: score(words[stem], manifest["parts"]) for name, words in systems.items()}
-        for i, part in enumerate(manifest["parts"]):
-            row = {k: part[k] for k in ("language", "start", "end", "source", "text")}
-            row["alone_er"] = base["alone"][part["source"]]["er"]
-            row["alone_detected"] = base["alone"][part["source"]]["detected"]
-            for name in systems:
-                s = scored[name][i]
-                row[name] = {k: s[k] for k in ("assigned", "majority", "er", "errors", "ref_units", "hyp")}
-            entry["parts"].append(row)
-        entry["bare"] = {k: base["files"][stem][k] for k in ("language", "language_probability", "seconds")}
-        for mode in modes:
-            entry[mode] = doc_summary(clis[mode][-1]["docs"][stem])
-        result["files"][stem] = entry
-
-    # Pooled error rates over the code-switched files (the control apart), and the control on its own.
-    mixed = [s for s in files if s != CONTROL]
     for name in ["alone", *systems]:
-        rows = []
-        for stem in mixed:
-            for p in result["files"][stem]["parts"]:
-                if name == "alone":
-                    a = base["alone"][p["source"]]
-                    rows.append({**a, "majority": a["detected"]})
-                else:
-                    rows.append({"language": p["language"], **p[name]})
-        summary = pooled(rows) if rows else {}
-        if CONTROL in files:
-            parts = result["files"][CONTROL]["parts"]
-            if name == "alone":
-                errs = [
-                    (base["alone"][p["source"]]["errors"], base["alone"][p["source"]]["ref_units"])
-                    for p in parts
-                ]
-            else:
-                errs = [(p[name]["errors"], p[name]["ref_units"]) for p in parts]
-            summary["control_en_wer"] = round(sum(e for e, _ in errs) / sum(n for _, n in errs), 4)
-        result["summary"][name] = summary
+        result["summary"][name] = _summary(name, files, base, result["files"])
+    return result
 
+
+def _file_entry(stem: str, manifest: dict, base: dict, systems: dict, clis: dict, modes: list[str]) -> dict:
+    """One file's parts, each scored for every system, and each system's view of the file."""
+    entry: dict[str, Any] = {"duration": manifest["duration"], "pause_s": manifest["pause_s"], "parts": []}
+    scored = {name: score(words[stem], manifest["parts"]) for name, words in systems.items()}
+    for i, part in enumerate(manifest["parts"]):
+        row = {k: part[k] for k in ("language", "start", "end", "source", "text")}
+        row["alone_er"] = base["alone"][part["source"]]["er"]
+        row["alone_detected"] = base["alone"][part["source"]]["detected"]
+        for name in systems:
+            s = scored[name][i]
+            row[name] = {k: s[k] for k in ("assigned", "majority", "er", "errors", "ref_units", "hyp")}
+        entry["parts"].append(row)
+    entry["bare"] = {k: base["files"][stem][k] for k in ("language", "language_probability", "seconds")}
+    for mode in modes:
+        entry[mode] = doc_summary(clis[mode][-1]["docs"][stem])
+    return entry
+
+
+def _summary(name: str, files: dict, base: dict, entries: dict) -> dict:
+    """Pooled error rates over the code-switched files (the control apart), and the control on its own."""
+    rows = []
+    for stem in [s for s in files if s != CONTROL]:
+        for p in entries[stem]["parts"]:
+            if name == "alone":
+                a = base["alone"][p["source"]]
+                rows.append({**a, "majority": a["detected"]})
+            else:
+                rows.append({"language": p["language"], **p[name]})
+    summary = pooled(rows) if rows else {}
+    if CONTROL in files:
+        parts = entries[CONTROL]["parts"]
+        if name == "alone":
+            errs = [
+                (base["alone"][p["source"]]["errors"], base["alone"][p["source"]]["ref_units"]) for p in parts
+            ]
+        else:
+            errs = [(p[name]["errors"], p[name]["ref_units"]) for p in parts]
+        summary["control_en_wer"] = round(sum(e for e, _ in errs) / sum(n for _, n in errs), 4)
+    return summary
+
+
+def _timing(files: dict, base: dict, clis: dict, modes: list[str]) -> dict:
+    """Wall and transcription times per CLI mode (medians over repeats), the bare loop's, and their ratios."""
+    t: dict[str, Any] = {}
     for mode in modes:
         walls = [r["wall_s"] for r in clis[mode]]
         trans = [
@@ -351,26 +363,25 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             for stem in files
         }
-        result["timing"][mode] = {
+        t[mode] = {
             "wall_s_median": round(statistics.median(walls), 2),
             "wall_s_all": [round(w, 2) for w in walls],
             "transcribe_s_median": round(statistics.median(trans), 2),
-            "transcribe_s_all": [round(t, 2) for t in trans],
+            "transcribe_s_all": [round(x, 2) for x in trans],
             "transcribe_s_per_file": per_file,
         }
-    result["timing"]["bare"] = {
+    t["bare"] = {
         "load_s": base["load_s"],
         "transcribe_s": round(sum(base["files"][s]["seconds"] for s in files), 2),
         "transcribe_s_per_file": {s: base["files"][s]["seconds"] for s in files},
     }
-    t = result["timing"]
     if not modes:
-        return result
+        return t
     t["chunk_over_file_wall"] = round(t["chunk"]["wall_s_median"] / t["file"]["wall_s_median"], 3)
     t["chunk_over_file_transcribe"] = round(
         t["chunk"]["transcribe_s_median"] / max(1e-9, t["file"]["transcribe_s_median"]), 3
     )
-    return result
+    return t
 
 
 # ---------------------------------------------------------------- report

@@ -238,3 +238,58 @@ def test_batched_inference_with_and_without_vad(tmp_path: Path) -> None:
         schema.validate(call)
         assert len(call["segments"]) >= 3  # timed segments inside each batched chunk, not one per chunk
         assert all(s["words"] for s in call["segments"])
+
+
+def _screen(raw: str) -> list[str]:
+    """The lines a terminal shows for `raw`: each carriage return rewrites from the line's start, ESC[2K
+    erases it."""
+    shown = []
+    for line in raw.replace("\r\n", "\n").split("\n"):
+        buf = ""
+        for piece in line.split("\r"):
+            if piece.startswith("\x1b[2K"):
+                buf, piece = "", piece[len("\x1b[2K") :]
+            buf = piece + buf[len(piece) :]
+        shown.append(buf)
+    return shown
+
+
+def test_progress_bar_keeps_its_own_line_under_the_log_and_reaches_its_end(tmp_path: Path) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    add_input(tmp_path, DATA / "en_read" / "jfk" / "jfk.flac")
+    add_input(tmp_path, DATA / "en_read" / "ljspeech" / "LJ001-0001.wav")
+    primary, secondary = pty.openpty()  # stderr on a terminal: the bar is drawn
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transcription", "transcribe", "--root", str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env=tiny_env(LOG_FORMAT="text"),
+        cwd=REPO,
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    assert proc.wait(timeout=600) == 0
+    lines = _screen(b"".join(chunks).decode("utf-8", "replace"))
+    bars = [line for line in lines if line.startswith("[")]
+    logged = [line for line in lines if line.startswith("info")]
+    assert sum("transcribed" in line for line in logged) == 2, lines
+    assert not any("[" in line and "#" in line for line in logged), lines  # no bar on a log line
+    assert not any("info" in line for line in bars), lines
+    assert bars and bars[-1].startswith("[" + "#" * 30 + "] 2/2"), lines  # the bar ends full, at 2 of 2
+    done = max(i for i, line in enumerate(lines) if line.startswith("info") and "transcribed" in line)
+    assert lines.index(bars[-1]) > done  # under the log lines of the files it counts

@@ -106,3 +106,19 @@ def test_flags_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.device, s.batch_size, s.vad, s.language, s.throughput) == ("cpu", 4, False, "de", True)
     s = settings_from_args(build_parser().parse_args(["enrich", "--no-emotion", "--log-format", "json"]))
     assert (s.emotion, s.prosody, s.log_format) == (False, True, "json")
+
+
+@pytest.mark.parametrize("command", ["transcribe", "watch"])
+def test_speaker_counts_without_diarization_exit_2_with_the_fix(tmp_path: Path, command: str) -> None:
+    """Counts that only shape a diarization are refused without one, not silently ignored."""
+    (tmp_path / "raw_audio").mkdir()
+    result = run_cli(command, "--root", str(tmp_path), "--num-speakers", "2", env=tiny_env(), timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--num-speakers" in result.stderr and "--diarize" in result.stderr
+    env = tiny_env(DIARIZATION_MIN_SPEAKERS="2")
+    result = run_cli(command, "--root", str(tmp_path), env=env, timeout=120)
+    assert result.returncode == 2 and "DIARIZATION_MIN_SPEAKERS" in result.stderr, result.stderr[-2000:]
+    # With diarization the same counts are taken (nothing to transcribe here: exit 0).
+    if command == "transcribe":
+        result = run_cli(command, "--root", str(tmp_path), "--num-speakers", "2", "--diarize", env=tiny_env())
+        assert result.returncode == 0, result.stderr[-2000:]

@@ -129,7 +129,7 @@ def _peak_rss_mb(root: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
 
 
 @pytest.mark.slow
-def test_two_hour_enrichment_is_memory_flat_and_costs_by_speech(tmp_path: Path) -> None:
+def test_two_hour_enrichment_is_memory_flat_and_analyses_only_speech(tmp_path: Path) -> None:
     unit = tmp_path / "unit.flac"  # 11 s of JFK then silence, 600 s in all
     ffmpeg("-i", str(JFK), "-af", "apad=whole_dur=600", "-ar", "16000", "-ac", "1", str(unit))
     for name, loops in (("short", 2), ("long", 11)):
@@ -141,9 +141,8 @@ def test_two_hour_enrichment_is_memory_flat_and_costs_by_speech(tmp_path: Path) 
     timings = {name: d["meta"]["timings"] for name, d in docs.items()}
     print(f"peak RSS: 30 min {short_mb:.0f} MB, 2 h {long_mb:.0f} MB; timings {timings}")
     assert long_mb < short_mb + 60
-    # Four times the speech: prosody may cost about four times as much, never the silence in between.
-    assert timings["long"]["prosody"] <= 5 * timings["short"]["prosody"] + 0.5
-    assert timings["long"]["prosody"] < 0.1 * timings["long"]["transcribe"]
+    # Prosody's cost against the speech is measured by `benchmarks/bench_enrich.py --long`; here, that it
+    # analyses the speech, not the silence in between (below).
     for name, d in docs.items():
         schema.validate(d)
         assert d["duration"] == pytest.approx(1800 if name == "short" else 7200, abs=0.1)

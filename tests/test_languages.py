@@ -1,6 +1,6 @@
 """Languages within one recording (DESIGN.md): per-chunk language detection with its confidence gate, the
-language spans a window is decoded in, the document's `languages`, WHISPER_LANGUAGES, and the loss detector
-that decodes speech without text again and reports what stays lost.
+language spans a window is decoded in, the document's `languages` and WHISPER_LANGUAGES (the loss detector's
+own tests are in test_recovery.py).
 
 The unit tests use hand-made probabilities and segments. The model tests join real clips from ../shared/data
 into one code-switched recording (English, German, German, Russian, English, Mandarin, with 0.8 s of silence
@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from conftest import DATA, load_json, run_cli, tiny_env
 
-from transcription import languages, recovery
-from transcription.asr import WINDOW_S, AsrOptions, AsrResult, Engine, main_language, windows
+from transcription import languages
+from transcription.asr import AsrOptions, Engine
 from transcription.audio import SAMPLE_RATE
 from transcription.config import ConfigError, load_settings
 from transcription.languages import Span, Unit
-from transcription.schema import Segment, Word, validate
+from transcription.schema import Segment, validate
+from transcription.window_plan import WINDOW_S, AsrResult, FileRun, Source, main_language, windows
 
 SR = SAMPLE_RATE
 GAP_S = 0.8
@@ -179,6 +180,9 @@ def test_a_window_without_speech_neither_names_nor_carries_a_language() -> None:
     assert main_language([], [("nn", 0.4, 0.0)], None) == (None, None)
     assert main_language([], [("nn", 0.4, 0.0)], "de") == ("de", 1.0)
     assert main_language([], [("nn", 0.4, 0.0), ("de", 0.9, 2.0)], None) == ("de", 0.9)
+    # Noise the VAD took for speech, "detected" unsurely, without any text: no speech, no language.
+    assert main_language([], [("en", 0.31, 2.0)], None) == (None, None)
+    assert main_language([], [("en", 0.31, 2.0), ("de", 0.9, 2.0)], None) == ("de", 0.9)
 
 
 def test_summary_ranks_languages_by_seconds() -> None:
@@ -199,99 +203,6 @@ def test_summary_ranks_languages_by_seconds() -> None:
     as_segments = [Segment(0, s["start"], s["end"], "x", 0.0, 0.0, [], s["language"]) for s in segments]
     assert languages.summary(as_segments) == languages.summary(segments)
     assert languages.summary([]) == []
-
-
-# ------------------------------------------------------------------ the loss detector
-
-
-def _seg(start: float, end: float, text: str = "hello there", language: str | None = "en") -> Segment:
-    """A segment with evenly spread words over [start, end]."""
-    words = text.split()
-    step = (end - start) / len(words)
-    ws = [Word(" " + w, start + i * step, start + (i + 1) * step, 0.9) for i, w in enumerate(words)]
-    return Segment(0, start, end, text, -0.2, 0.01, ws, language)
-
-
-def test_find_lost() -> None:
-    # Speech with words over it: nothing lost.
-    assert recovery.find_lost([(1.0, 4.0)], [_seg(1.0, 4.0, "one two three four five six")]) == []
-    # 3 s of speech without any word: one stretch.
-    assert recovery.find_lost([(1.0, 4.0)], []) == [(1.0, 4.0)]
-    # Words far away do not cover it; words within WORD_MARGIN_S do.
-    assert recovery.find_lost([(5.0, 8.0)], [_seg(0.0, 2.0)]) == [(5.0, 8.0)]
-    assert recovery.find_lost([(1.0, 4.0)], [_seg(0.0, 0.6), _seg(3.9, 4.5)]) == [
-        (pytest.approx(1.1), pytest.approx(3.4))
-    ]
-    # Two 1.0 s pieces 0.8 s apart (closer than JOIN_S): one stretch of 2 s of speech.
-    assert recovery.find_lost([(1.0, 2.0), (2.8, 3.8)], []) == [(1.0, 3.8)]
-    # The same pieces 1.5 s apart are two short gaps (a breath, a filler word): not lost.
-    assert recovery.find_lost([(1.0, 2.0), (3.5, 4.5)], []) == []
-    # Speech only partly covered: what is left of it.
-    assert recovery.find_lost([(0.0, 5.0)], [_seg(0.0, 1.0, "hi")]) == [(1.5, 5.0)]
-    # A segment without word times covers its whole range.
-    bare = Segment(0, 1.0, 4.0, "text without words", -0.2, 0.01, [], "en")
-    assert recovery.find_lost([(1.0, 4.0)], [bare]) == []
-
-
-def test_is_loop() -> None:
-    assert recovery.is_loop("the the the the the the the the")
-    assert recovery.is_loop("I don't know. I don't know. I don't know. I don't know.")
-    assert recovery.is_loop("Thank you. " * 20)  # compression ratio above Whisper's 2.4
-    assert recovery.compression_ratio("Thank you. " * 20) > recovery.LOOP_RATIO
-    assert not recovery.is_loop("And so my fellow Americans, ask not what your country can do for you.")
-    assert not recovery.is_loop("the the the")  # fewer than LOOP_REPEATS
-    assert not recovery.is_loop("")
-
-
-def test_recover_keeps_what_the_retry_finds() -> None:
-    calls: list[tuple[float, float]] = []
-
-    def retry(start: float, end: float) -> list[Segment]:  # stands in for the model
-        calls.append((start, end))
-        return [_seg(start + 0.25, end - 0.25, "Der Lappen liegt auf dem Eisschrank", "de")]
-
-    kept = _seg(0.0, 2.0, "hello there")
-    out = recovery.recover([(0.0, 2.0), (3.0, 6.0)], [kept], retry, duration=7.0)
-    assert calls == [(3.0 - recovery.RETRY_PAD_S, 6.0 + recovery.RETRY_PAD_S)]
-    assert (out.retried, out.recovered, out.lost, out.warnings) == (1, 1, [], [])
-    assert [s.text for s in out.segments] == ["hello there", "Der Lappen liegt auf dem Eisschrank"]
-    assert out.segments[1].language == "de"
-
-
-def test_recover_reports_what_stays_lost() -> None:
-    def retry(start: float, end: float) -> list[Segment]:
-        return []
-
-    out = recovery.recover([(0.0, 2.0), (29.0, 54.5)], [_seg(0.0, 2.0)], retry, duration=60.0)
-    assert (out.retried, out.recovered) == (1, 0)
-    assert out.lost == [(29.0, 54.5)]
-    assert out.warnings == ["speech without text at 29.0–54.5 s"]
-    assert recovery.lost_warning(29.0, 54.5) == "speech without text at 29.0–54.5 s"
-    assert [s.text for s in out.segments] == ["hello there"]  # nothing invented
-
-    # A retry that only gives an empty or looping text recovers nothing either.
-    def useless(start: float, end: float) -> list[Segment]:
-        blank = Segment(0, start, end, " ", -1.0, 0.5, [], "en")
-        return [blank, _seg(start, end, "the the the the the the")]
-
-    out = recovery.recover([(3.0, 6.0)], [], useless, duration=7.0)
-    assert (out.retried, out.recovered, out.lost) == (1, 0, [(3.0, 6.0)])
-
-
-def test_recover_replaces_a_loop_with_a_better_decode() -> None:
-    loop = _seg(0.0, 4.0, "the the the the the the the the")
-
-    def retry(start: float, end: float) -> list[Segment]:
-        return [_seg(0.0, 4.0, "the cat sat on the mat today")]
-
-    out = recovery.recover([(0.0, 4.0)], [loop], retry, duration=5.0)
-    assert (out.retried, out.recovered, out.lost) == (1, 1, [])
-    assert [s.text for s in out.segments] == ["the cat sat on the mat today"]
-
-    # A retry that loops again keeps the original (the text is there; nothing is lost).
-    out = recovery.recover([(0.0, 4.0)], [loop], lambda a, b: [loop], duration=5.0)
-    assert (out.retried, out.recovered) == (1, 0)
-    assert [s.text for s in out.segments] == [loop.text]
 
 
 # ------------------------------------------------------------------ settings
@@ -466,9 +377,9 @@ def test_one_language_recording_is_one_span_and_decodes_as_detection_once(base: 
     from faster_whisper.audio import decode_audio
 
     samples = decode_audio(str(PARTS[0][1]), SR)
-    units = languages.speech_units(samples)
+    window = FileRun(Source(samples), AsrOptions(), base.model, base.multilingual).plan(0)
+    units, plan = window.units, window.spans
     assert len(units) >= 2  # JFK pauses between phrases
-    plan = base.plan(samples, units, AsrOptions(), None)
     assert [(s.start, s.end, s.language) for s in plan] == [(0, samples.shape[0], "en")]
     chunk = base.transcribe(samples, AsrOptions())
     once = base.transcribe(samples, AsrOptions(language_detection="file"))
@@ -487,7 +398,7 @@ def test_base_speech_after_a_window_of_noise_gets_its_own_language(base: Engine)
     lead = (np.random.default_rng(0).standard_normal(_sec(WINDOW_S + 5)) * 0.002).astype(np.float32)
     german = [decode_audio(str(path), SR) for _, path, _ in PARTS[1:3]]
     samples = np.concatenate([lead, german[0], np.zeros(_sec(GAP_S), np.float32), german[1]])
-    assert len(windows(samples, samples.shape[0])) == 2
+    assert len(windows(Source(samples))) == 2
     from transcription.packing import SharedPacker
 
     packer = SharedPacker(base, 4)
@@ -510,10 +421,19 @@ def test_base_speech_after_a_window_of_noise_gets_its_own_language(base: Engine)
 
 
 @pytest.mark.slow
+def test_base_names_no_language_for_white_noise(base: Engine) -> None:
+    noise = (np.random.default_rng(0).standard_normal(_sec(10)) * 0.3).astype(np.float32)
+    for vad in (True, False):
+        result = base.transcribe(noise, AsrOptions(vad=vad))
+        assert result.segments == [] and "no speech detected" in result.warnings, vad
+        assert (result.language, result.language_probability) == (None, None), vad
+
+
+@pytest.mark.slow
 def test_english_only_model_never_detects(tiny: Engine, mixed) -> None:
     samples, parts = mixed
-    units = languages.speech_units(samples)
-    plan = tiny.plan(samples, units, AsrOptions(), None)
+    window = FileRun(Source(samples), AsrOptions(), tiny.model, tiny.multilingual).plan(0)
+    units, plan = window.units, window.spans
     assert [(s.start, s.end, s.language, s.probability) for s in plan] == [(0, samples.shape[0], "en", 1.0)]
     assert {u.language for u in units} == {"en"}
     auto = tiny.transcribe(samples, AsrOptions())

@@ -64,6 +64,6 @@ def test_batch_choice_and_no_starvation(engine: Engine, wav: Path) -> None:
     assert packer.take() is None and not packer.pending
 
     assert not failed and sorted(map(id, finished)) == sorted(map(id, files))
-    texts = [" ".join(s.text for s in packer.finish(f).segments).lower() for f in finished]
+    texts = [" ".join(s.text for s in packer.conclude(f).segments).lower() for f in finished]
     assert all("printing" in t for t in texts), texts
     assert packer.budget.used == 0  # every chunk's features were given back

@@ -693,4 +693,4 @@ def test_packer_puts_live_turns_ahead_of_queued_files() -> None:
     while packer.run_next():
         pass
     assert len(finished) == 4
-    assert "modern" in " ".join(s.text for s in packer.finish(live_turn).segments).lower()
+    assert "modern" in " ".join(s.text for s in packer.conclude(live_turn).segments).lower()

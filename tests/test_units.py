@@ -12,6 +12,7 @@ import pytest
 
 from transcription import models, schema, writers
 from transcription.config import ConfigError, load_settings, parse_shard
+from transcription.errors import UsageError
 from transcription.layout import Layout, Lease, atomic_writer
 from transcription.schema import Segment, Word
 
@@ -297,7 +298,6 @@ def test_engine_options_come_from_the_declaration() -> None:
 def test_user_facing_errors_share_one_base() -> None:
     from transcription import config, pipeline
     from transcription.enrich import EmotionUnavailable
-    from transcription.errors import UsageError
 
     for cls in (config.ConfigError, models.ModelError, pipeline.RunError, EmotionUnavailable):
         assert issubclass(cls, UsageError), cls
@@ -315,6 +315,27 @@ def test_languages_and_sample_rate_are_declared_once() -> None:
     assert set(config.LANGUAGE_NAMES) == config.WHISPER_LANGUAGES and len(config.LANGUAGE_NAMES) == 100
     assert config.LANGUAGE_NAMES["en"] == "english" and config.LANGUAGE_NAMES["yue"] == "cantonese"
     assert emotion.SAMPLE_RATE is audio.SAMPLE_RATE and prosody.SAMPLE_RATE is audio.SAMPLE_RATE
+    from transcription.diarize import embedding, stereo
+    from transcription.service.realtime import protocol, session, turns
+
+    assert embedding.SAMPLE_RATE is audio.SAMPLE_RATE and stereo.SAMPLE_RATE is audio.SAMPLE_RATE
+    assert session.SAMPLE_RATE is audio.SAMPLE_RATE and turns.SAMPLE_RATE is audio.SAMPLE_RATE
+    assert protocol.WIRE_SAMPLE_RATE == 24_000  # the client's rate has a name of its own
+
+
+def test_torch_device_is_one_rule_and_never_falls_back_silently() -> None:
+    import torch
+
+    from transcription import hardware
+
+    assert hardware.torch_device("cpu") == "cpu"
+    if torch.cuda.is_available():
+        assert hardware.torch_device("cuda") == hardware.torch_device("auto") == "cuda"
+    else:
+        assert hardware.torch_device("auto") == "cpu"
+        with pytest.raises(hardware.TorchDeviceError, match="WHISPER_DEVICE is cuda"):
+            hardware.torch_device("cuda")
+    assert issubclass(hardware.TorchDeviceError, UsageError)
 
 
 def test_readme_settings_table_matches_the_declaration() -> None:

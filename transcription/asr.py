@@ -13,16 +13,11 @@ import numpy as np
 
 from . import fw_internals, hardware, languages, models, recovery
 from .audio import SAMPLE_RATE, WavReader
-from .config import DECODING_FIELDS, DECODING_META_FIELDS, Settings, english_only_message
-from .schema import Segment, Word, sanitize
+from .config import DECODING_FIELDS, DECODING_META_FIELDS, Settings, check_english_only
+from .schema import Segment, Word
+from .window_plan import AsrResult, FileRun, Source, fixed_chunks
 
 log = logging.getLogger(__name__)
-
-# Audio longer than this is transcribed window by window, so feature extraction and VAD never hold a whole
-# two-hour file: memory stays flat with length. Cuts go at the quietest moment near the window's end.
-WINDOW_S = 600.0
-CUT_SEARCH_S = 60.0
-_CUT_FRAME_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -56,69 +51,18 @@ class AsrOptions:
         return out
 
 
-@dataclass
-class AsrResult:
-    language: str | None
-    language_probability: float | None
-    duration: float
-    segments: list[Segment]
-    warnings: list[str] = field(default_factory=list)
-    lost: list[tuple[float, float]] = field(default_factory=list)  # speech without text, after a retry
-    retried: int = 0  # stretches decoded again by the loss detector
-    recovered: int = 0  # ... of which gave text
-
-    def count(self, rec: recovery.Recovered, offset: float = 0.0) -> None:
-        """Add one run of the loss detector (its times `offset` s into this result's)."""
-        self.retried += rec.retried
-        self.recovered += rec.recovered
-        self.lost.extend((round(a + offset, 1), round(b + offset, 1)) for a, b in rec.lost)
-
-
-def main_language(
-    segments: list[Segment], spans: list[tuple[str, float | None, float]], fixed: str | None
-) -> tuple[str | None, float | None]:
-    """A transcription's language and its probability: the language with the most transcribed speech (else the
-    most detected speech; None when nothing was heard and nothing fixed); the probability is its spans' mean,
-    weighted by speech (1.0 when fixed). `spans` are (language, probability, seconds of speech)."""
-    if fixed is not None:
-        return fixed, 1.0
-    ranked = languages.summary(segments)
-    seconds: dict[str, float] = {}
-    for code, _, length in spans:
-        if length > 0:
-            seconds[code] = seconds.get(code, 0.0) + length
-    if ranked:
-        main = ranked[0]["language"]
-    elif seconds:
-        main = max(seconds, key=lambda c: seconds[c])
-    else:
-        return None, None
-    known = [(p, length) for code, p, length in spans if code == main and p is not None and length > 0]
-    total = sum(length for _, length in known)
-    return main, (sum(p * length for p, length in known) / total if known else None)
-
-
+@dataclass(eq=False)
 class Engine:
     """One loaded Whisper model. `transcribe` may be called from several threads at once (up to `workers`)."""
 
-    def __init__(
-        self,
-        model: object,
-        name: str,
-        path: Path,
-        device: str,
-        compute_type: str,
-        load_seconds: float,
-        workers: int = 1,
-    ) -> None:
-        self.model = model
-        self.name = name
-        self.path = path
-        self.device = device
-        self.compute_type = compute_type
-        self.load_seconds = load_seconds
-        self._batched: object | None = None
-        self.workers = workers
+    model: Any  # faster_whisper.WhisperModel
+    name: str
+    path: Path
+    device: str
+    compute_type: str
+    load_seconds: float
+    workers: int = 1
+    _batched: Any = field(default=None, init=False, repr=False)  # the batched pipeline, made when first asked
 
     @classmethod
     def load(cls, settings: Settings, workers: int = 1, *, whole_machine_each: bool = False) -> Engine:
@@ -154,9 +98,8 @@ class Engine:
             },
         )
         engine = cls(model, settings.model, path, device, compute_type, elapsed, workers)
-        if settings.language not in (None, "en") and not engine.multilingual:
-            # A local folder's name need not say it is English-only; the loaded model does.
-            raise models.ModelError(english_only_message(str(path), settings.language))
+        # A local folder's name need not say it is English-only; the loaded model does.
+        check_english_only(str(path), engine.multilingual, settings.language, settings.task)
         return engine
 
     @property
@@ -183,102 +126,24 @@ class Engine:
         `on_segment` hears each segment (in file time, before `sanitize`) as soon as it is decoded, on this
         thread; an exception it raises stops the transcription there (a streaming client that went away).
         """
-        reader = audio if isinstance(audio, WavReader) else None
-        total = reader.frames if reader is not None else int(audio.shape[0])
-        duration = total / SAMPLE_RATE
-        if total == 0:
-            return AsrResult(options.language, None, 0.0, [], ["no audio samples"])
-        out = AsrResult(options.language, None, duration, [])
-        detected: list[tuple[str, float | None, float]] = []  # (language, probability, seconds) per span
-        previous: str | None = None  # the language at the end of the last window
+        run = FileRun(Source(audio), options, self.model, self.multilingual)
         decode_options = options
-        for start, end in windows(reader if reader is not None else audio, total):
-            chunk = (
-                reader.read(start / SAMPLE_RATE, end / SAMPLE_RATE)
-                if reader is not None
-                else np.asarray(audio[start:end], dtype=np.float32)
-            )
-            offset = start / SAMPLE_RATE
-            units = languages.speech_units(chunk)
-            spans = self.plan(chunk, units, options, previous)
-            found: list[Segment] = []  # this window's segments, in window time
-            for span in spans:
+        for index in range(len(run.windows)):
+            window = run.plan(index)
+            for span in window.spans:
                 decode_options = replace(decode_options, language=span.language)
-                decoding, _ = self._run(chunk[span.start : span.end], decode_options)
                 decoded = []
-                for seg in decoding:  # faster-whisper decodes lazily: each segment is ready here in turn
+                for seg in self._run(window.span_samples(span), decode_options):  # decoded lazily, in turn
                     seg.language = span.language
-                    decoded.append(shift_segment(seg, span.start / SAMPLE_RATE))
+                    decoded.append(shift_segment(shift_segment(seg, span.start / SAMPLE_RATE), window.offset))
                     if on_segment is not None:
-                        on_segment(shift_segment(decoded[-1], offset))
-                found.extend(decoded)
-                detected.append((span.language, span.probability, span.speech))
+                        on_segment(decoded[-1])
+                run.add(decoded)
                 if options.condition_on_previous_text and decoded:
                     decode_options = replace(
                         decode_options, initial_prompt=" ".join(s.text for s in decoded)[-400:]
                     )
-            previous = languages.carried(spans, previous)
-            if options.recover:
-                found = self._recover(chunk, units, found, options, out, offset, on_segment)
-            out.segments.extend(shift_segment(seg, offset) for seg in found)
-        return self.conclude(out, detected, options)
-
-    def conclude(
-        self, out: AsrResult, spans: list[tuple[str, float | None, float]], options: AsrOptions
-    ) -> AsrResult:
-        """The end of a transcription, per file or packed: its segments cleaned, its main language from
-        them and the decoded `spans` (language, probability, seconds of speech), and its warnings."""
-        out.segments = sanitize(out.segments, out.duration)
-        fixed = self.fixed_language(options)
-        out.language, out.language_probability = main_language(out.segments, spans, fixed)
-        if not out.segments:
-            out.warnings.append("no speech detected")
-        out.warnings.extend(recovery.lost_warning(a, b) for a, b in out.lost)
-        return out
-
-    def fixed_language(self, options: AsrOptions) -> str | None:
-        """The language every window is decoded in, when none is detected."""
-        return options.language if self.multilingual else "en"
-
-    def plan(
-        self, samples: np.ndarray, units: list[languages.Unit], options: AsrOptions, previous: str | None
-    ) -> list[languages.Span]:
-        """The window's language spans under `options` (one span unless the language changes)."""
-        return languages.plan(
-            self.model,
-            samples,
-            units,
-            language=options.language,
-            detection=options.language_detection,
-            allowed=options.languages,
-            multilingual=self.multilingual,
-            previous=previous,
-        )
-
-    def _recover(
-        self,
-        samples: np.ndarray,
-        units: list[languages.Unit],
-        found: list[Segment],
-        options: AsrOptions,
-        out: AsrResult,
-        offset: float,
-        on_segment: Callable[[Segment], None] | None,
-    ) -> list[Segment]:
-        """The loss detector on one window (window time); new segments are told to `on_segment` too."""
-        speech = [(u.start / SAMPLE_RATE, u.end / SAMPLE_RATE) for u in units]
-
-        def read(start: float, end: float) -> np.ndarray:
-            return samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-
-        rec = recovery.recover(speech, found, self.retry(read, options), samples.shape[0] / SAMPLE_RATE)
-        out.count(rec, offset)
-        if on_segment is not None:
-            kept = {id(s) for s in found}
-            for seg in rec.segments:
-                if id(seg) not in kept:
-                    on_segment(shift_segment(seg, offset))
-        return rec.segments
+        return run.conclude(self.retry, on_segment)
 
     def retry(self, read: Callable[[float, float], np.ndarray], options: AsrOptions) -> recovery.Retry:
         """The loss detector's second decode of [start, end] s (`read` gives their samples): each part in its
@@ -303,8 +168,8 @@ class Engine:
 
         return again
 
-    def _run(self, chunk: np.ndarray, o: AsrOptions) -> tuple[Iterator[Segment], object]:
-        """The window's segments, decoded as they are iterated, and faster-whisper's info on it."""
+    def _run(self, chunk: np.ndarray, o: AsrOptions) -> Iterator[Segment]:
+        """A span's segments, decoded as they are iterated."""
         kwargs: dict[str, object] = dict(
             language=o.language,
             beam_size=o.beam_size,
@@ -322,18 +187,17 @@ class Engine:
         if batched(o):
             kwargs["batch_size"] = o.batch_size
             kwargs.pop("condition_on_previous_text")  # batched chunks are independent by design
-            if not o.vad:
-                # Without VAD the batched pipeline needs explicit chunks: consecutive 30 s pieces.
-                seconds = chunk.shape[0] / SAMPLE_RATE
+            if not o.vad:  # the batched pipeline needs explicit chunks then
+                rate = SAMPLE_RATE
                 kwargs["clip_timestamps"] = [
-                    {"start": t, "end": min(t + 30.0, seconds)} for t in np.arange(0.0, seconds, 30.0)
+                    {"start": a / rate, "end": b / rate} for a, b in fixed_chunks(chunk.shape[0])
                 ]
-        raw, info = pipeline.transcribe(chunk, **kwargs)  # type: ignore[attr-defined]
+        raw, _ = pipeline.transcribe(chunk, **kwargs)  # type: ignore[attr-defined]
         out = iter_faster_whisper(raw)
         if batched(o):
             # A batched chunk comes back as one segment of up to 30 s; each is cut on its own.
             out = (piece for seg in out for piece in split_segments([seg]))
-        return out, info
+        return out
 
 
 def batched(options: AsrOptions) -> bool:
@@ -406,25 +270,3 @@ def shift_segment(seg: Segment, offset: float) -> Segment:
         [Word(w.word, w.start + offset, w.end + offset, w.probability) for w in seg.words],
         seg.language,
     )
-
-
-def windows(source: np.ndarray | WavReader, total: int) -> list[tuple[int, int]]:
-    """Sample ranges of at most WINDOW_S each, cut at the quietest short frame near each window's end."""
-    window = int(WINDOW_S * SAMPLE_RATE)
-    if total <= window:
-        return [(0, total)]
-    frame = int(_CUT_FRAME_S * SAMPLE_RATE)
-    ranges = []
-    start = 0
-    while total - start > window:
-        lo = start + window - int(CUT_SEARCH_S * SAMPLE_RATE)
-        region = (
-            source.pcm(lo, start + window) if isinstance(source, WavReader) else source[lo : start + window]
-        ).astype(np.float32)
-        n = region.shape[0] // frame
-        energy = (region[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
-        cut = lo + int(np.argmin(energy)) * frame + frame // 2
-        ranges.append((start, cut))
-        start = cut
-    ranges.append((start, total))
-    return ranges

@@ -22,6 +22,7 @@ from .config import (
     SETTINGS,
     ConfigError,
     Settings,
+    check_counts_need_diarization,
     flag_name,
     load_settings,
     parse_shard,
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in ("transcribe", "watch"):
+        check_counts_need_diarization(settings)
     if args.command == "transcribe":
         return _transcribe(args, settings)
     if args.command == "enrich":

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,11 @@ class Spec:
     meta: bool = False  # recorded in each document's meta (as used, from the AsrOptions)
 
 
+def _choice(env: str, choices: tuple[str, ...], help: str, commands: tuple[str, ...], **kw: Any) -> Spec:
+    """A setting with a fixed set of values: its parser and its flag's choices from the one tuple."""
+    return Spec(env, lambda n, v: _parse_choice(n, v, choices), help, commands, choices=choices, **kw)
+
+
 def _setting(default: Any, spec: Spec, *, secret: bool = False) -> Any:
     """A declared `Settings` field; a secret is kept out of repr."""
     return field(default=default, repr=not secret, metadata={"spec": spec})
@@ -267,17 +272,16 @@ class Settings:
         ),
     )
     # With the language detected (auto) on a multilingual model: per speech chunk, so a recording that changes
-    # language keeps every part in its own language, or once per file from its first 30 s (the old behaviour).
-    # Recorded only where it can change a transcript; "chunk" made any earlier auto transcript stale.
+    # language keeps every part in its own language, or once per file from its first 30 s of speech.
+    # Recorded only where it can change a transcript.
     language_detection: str = _setting(
         "chunk",
-        Spec(
+        _choice(
             "WHISPER_LANGUAGE_DETECTION",
-            lambda n, v: _parse_choice(n, v, LANGUAGE_DETECTION),
+            LANGUAGE_DETECTION,
             "with auto language: chunk (each speech chunk in its own language) or file (detect once) "
             "(env WHISPER_LANGUAGE_DETECTION)",
             _RUNS,
-            choices=LANGUAGE_DETECTION,
             fingerprint=lambda s: (
                 None if s.language is not None or english_only(s.model) else s.language_detection
             ),
@@ -350,12 +354,11 @@ class Settings:
     )
     task: str = _setting(
         "transcribe",
-        Spec(
+        _choice(
             "WHISPER_TASK",
-            lambda n, v: _parse_choice(n, v, TASKS),
+            TASKS,
             "transcribe, or translate into English (needs a multilingual model; env WHISPER_TASK)",
             _RUNS,
-            choices=TASKS,
             # Not recorded for "transcribe", so transcripts made before the setting existed stay current.
             fingerprint=lambda s: None if s.task == "transcribe" else s.task,
             decoding=True,
@@ -494,12 +497,11 @@ class Settings:
     )
     log_format: str = _setting(
         "text",
-        Spec(
+        _choice(
             "LOG_FORMAT",
-            lambda n, v: _parse_choice(n, v, LOG_FORMATS),
+            LOG_FORMATS,
             "env LOG_FORMAT; default text on a terminal",
             COMMANDS,
-            choices=LOG_FORMATS,
         ),
     )
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -615,13 +617,7 @@ def load_settings(
     settings = Settings(**values)
     if settings.device == "cuda" and not hardware.cuda_available():
         raise ConfigError("WHISPER_DEVICE: 'cuda' requested but no CUDA device is visible to CTranslate2")
-    if settings.language not in (None, "en") and english_only(settings.model):
-        raise ConfigError(english_only_message(settings.model, settings.language))
-    if settings.task == "translate" and english_only(settings.model):
-        raise ConfigError(
-            f"WHISPER_TASK: model {settings.model!r} is English-only and cannot translate; "
-            "use a multilingual model (base, small, large-v3, ...)"
-        )
+    check_english_only(settings.model, None, settings.language, settings.task, settings.languages)
     check_speaker_counts(settings.num_speakers, settings.min_speakers, settings.max_speakers)
     check_languages(settings)
     return settings
@@ -632,15 +628,18 @@ def check_languages(settings: Settings) -> None:
     allowed = settings.languages
     if allowed is None:
         return
-    if english_only(settings.model) and allowed != ("en",):
-        raise ConfigError(
-            f"WHISPER_LANGUAGES: model {settings.model!r} is English-only and cannot detect "
-            f"{','.join(allowed)}; use a multilingual model (base, large-v3, turbo, ...)"
-        )
     if settings.language is not None and settings.language not in allowed:
         raise ConfigError(
             f"WHISPER_LANGUAGE={settings.language} is not among WHISPER_LANGUAGES={','.join(allowed)}"
         )
+
+
+def check_counts_need_diarization(settings: Settings) -> None:
+    """Speaker counts only shape a diarization: a batch run given them without one would ignore them."""
+    given = [n for n in ("num_speakers", "min_speakers", "max_speakers") if getattr(settings, n) is not None]
+    if given and not settings.diarize:
+        named = ", ".join(f"{flag_name(n)} ({ENV_VARS[n]})" for n in given)
+        raise ConfigError(f"{named}: speaker counts need diarization: add --diarize (ENABLE_DIARIZATION)")
 
 
 def check_speaker_counts(num: int | None, low: int | None, high: int | None) -> None:
@@ -659,11 +658,46 @@ def english_only(model: str) -> bool:
     return Path(model.rstrip("/")).name.lower().endswith(".en")
 
 
-def english_only_message(model: str, language: str | None) -> str:
-    return (
-        f"WHISPER_LANGUAGE: model {model!r} is English-only and would transcribe {language!r} speech as "
-        "English; use a multilingual model (base, large-v3, turbo, ...) or WHISPER_LANGUAGE=en/auto"
-    )
+_MULTILINGUAL_HINT = "use a multilingual model (base, small, large-v3, turbo, ...)"
+
+
+def english_only_refusal(
+    model: str,
+    multilingual: bool | None,
+    language: str | None = None,
+    task: str = "transcribe",
+    allowed: Sequence[str] | None = None,
+) -> tuple[str, str] | None:
+    """What an English-only model is asked and cannot do, as (the setting, why), or None when it can.
+
+    The one rule for every caller (settings, the loaded model, requests, live sessions): such a model would
+    transcribe other speech as English, so it is refused, not guessed at. `multilingual` is the loaded
+    model's answer; None judges by the name (`english_only`)."""
+    if multilingual if multilingual is not None else not english_only(model):
+        return None
+    if language not in (None, "en"):
+        setting, what = "language", f"transcribe language {language!r}"
+    elif task == "translate":
+        setting, what = "task", "translate"
+    elif allowed is not None and tuple(allowed) != ("en",):
+        setting, what = "languages", f"detect {','.join(allowed)}"
+    else:
+        return None
+    return setting, f"model {model!r} is English-only and cannot {what}; {_MULTILINGUAL_HINT}"
+
+
+def check_english_only(
+    model: str,
+    multilingual: bool | None,
+    language: str | None,
+    task: str = "transcribe",
+    allowed: Sequence[str] | None = None,
+) -> None:
+    """`english_only_refusal` as a ConfigError naming the variable (exit 2 from the CLI)."""
+    refused = english_only_refusal(model, multilingual, language, task, allowed)
+    if refused is not None:
+        setting, why = refused
+        raise ConfigError(f"{ENV_VARS[setting]}: {why}")
 
 
 def parse_shard(

@@ -8,8 +8,8 @@ Here a window's speech is cut into units at pauses (Silero VAD), and the languag
   the first seconds of a unit tell its language); consecutive short units are grouped up to GROUP_S of speech
   and detected together, as a short "yes" alone says little;
 - a group whose top language is below GROUP_SURE may mix languages: each of its units is detected alone
-  (groups stay short because a group's detection follows its first language: a 10 s group starting in
-  German scored 0.991 German with 4.3 s of Russian and Chinese in it);
+  (groups stay short because a group's detection follows its first language; docs/languages.md has the
+  measurements behind these thresholds);
 - a unit (or sure group) switches the language only at SWITCH_P or above; an unsure one takes whichever of its
   neighbours' languages it rates higher, so a short "mm" or a name does not flap the language.
 
@@ -36,7 +36,7 @@ UNIT_PAD_MS = 100
 UNIT_MAX_S = 30.0
 DETECT_FRAMES = 500  # 5 s of features per detection (padded with the detection filler when shorter)
 GROUP_S = 3.0
-GROUP_SURE = 0.99  # mixed short groups measured at most 0.98 for their top language; one language, 0.99+
+GROUP_SURE = 0.99  # below it, a short group may mix languages (docs/languages.md)
 SWITCH_P = 0.8
 ONCE_FRAMES = 3000  # detection once per file looks at the first 30 s of speech, as faster-whisper does
 _BATCH = 16
@@ -95,11 +95,6 @@ def detect_once(
     joined = np.concatenate(speech)[: ONCE_FRAMES * 160 + 160]
     feats = fw.fit_frames(fw.features(model, joined), ONCE_FRAMES)
     return choose(fw.language_probabilities(model, feats[None])[0], allowed)
-
-
-def detect_piece(model: Any, samples: np.ndarray, allowed: Sequence[str] | None) -> str:
-    """The language of one short piece of speech (a stretch decoded again by the loss detector)."""
-    return choose(_detect(model, [samples])[0], allowed)[0]
 
 
 def _detect(model: Any, pieces: list[np.ndarray]) -> list[dict[str, float]]:

@@ -4,22 +4,23 @@ faster-whisper's `BatchedInferencePipeline` batches the 30 s speech chunks of on
 fills one slot of a batch of 16 and the accelerator idles. Here the two halves of its `transcribe` are
 pulled apart:
 
-- `Packer.prepare` is the CPU half of one window of a file (reading the normalised WAV, Silero VAD, the
-  language of each stretch of speech (languages.py: short detection calls, not decoding), merging speech into
-  <= 30 s chunks per language span, log-Mel features); it runs on any thread;
+- `Packer.prepare` is the CPU half of one window of a file: `window_plan.FileRun.plan` (the window's
+  samples, speech units and language spans, as for the per-file engine), then per span its speech merged into
+  <= 30 s chunks and their log-Mel features; it runs on any thread;
 - `Packer.accept` queues the prepared chunks, one queue per (language, decoding options), since the prompt
   names the language and a batch shares its options;
 - `Packer.take` / `Packer.run` form a batch from whichever files' chunks are queued and run the model on it;
   each chunk's result goes back to its file, and a file whose last window is done is handed to
-  `on_finished`; `Packer.finish` then runs the loss detector (recovery.py) and gives its result.
+  `on_finished`; `Packer.conclude` then gives its result (`FileRun.conclude`: the loss detector, the main
+  language, warnings: the same end as the per-file engine's).
 
 Two drivers use it: the CLI's throughput mode (`throughput.run_packed`, one loop thread feeding the model
 while a pool prepares upcoming files) and the service (`SharedPacker`, where each request's worker thread
 prepares its own file and one model thread packs all requests' chunks together).
 
 Per chunk, the steps are those of `BatchedInferencePipeline.transcribe` (same VAD options, chunking,
-features, prompt, word alignment and timestamp restoration), and a file longer than `asr.WINDOW_S` is cut
-into the same windows as `Engine.transcribe`, so the text equals the per-file batched path (`--batch-size
+features, prompt, word alignment and timestamp restoration), and a file longer than `window_plan.WINDOW_S` is
+cut into the same windows as `Engine.transcribe`, so the text equals the per-file batched path (`--batch-size
 N`) apart from floating-point effects of a different batch composition.
 
 Memory is bounded: features wait in memory only for prepared chunks not yet inferred (at most the feature
@@ -43,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from . import asr, audio, languages, recovery
+from . import asr, audio
 from . import fw_internals as fw
 from .asr import AsrOptions, AsrResult
-from .schema import Segment
+from .window_plan import FileRun, Source, fixed_chunks
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ Key = tuple[str, AsrOptions]  # (language, decoding options): chunks that may sh
 
 @dataclass
 class _Window:
-    """One language span of an `asr.WINDOW_S` window of a file (the whole window when it keeps one language):
-    its speech clips, chunks, and results as they come back."""
+    """One language span of a window of a file (the whole window when it keeps one language): its speech
+    clips, chunks, and results as they come back."""
 
     index: int
     offset_s: float
@@ -83,15 +84,8 @@ class PackedFile:
     wav: Path | None
     options: AsrOptions
     owner: Any = None
-    samples: np.ndarray | None = None  # in-memory 16 kHz audio instead of `wav` (live turns)
+    run: FileRun | None = None  # its windows, plans and segments (None: it failed before it was opened)
     priority: bool = False
-    frames: int = 0
-    duration: float = 0.0
-    windows: list[tuple[int, int]] = field(default_factory=list)  # sample ranges, as asr.windows
-    segments: list[Segment] = field(default_factory=list)
-    speech: list[tuple[float, float]] = field(default_factory=list)  # VAD units in file seconds
-    spans: list[tuple[str, float | None, float]] = field(default_factory=list)  # (language, p, seconds)
-    last_language: str | None = None  # at the end of the last prepared window, for the next one
     windows_accepted: int = 0
     parts_total: int = 0  # language spans accepted, over all windows
     parts_done: int = 0
@@ -101,6 +95,14 @@ class PackedFile:
     finished: bool = False
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def windows(self) -> list[tuple[int, int]]:
+        return self.run.windows if self.run is not None else []
+
+    @property
+    def duration(self) -> float:
+        return self.run.duration if self.run is not None else 0.0
 
 
 @dataclass
@@ -205,45 +207,34 @@ class Packer:
 
     def open(self, wav: Path, options: AsrOptions, owner: Any = None) -> PackedFile:
         """A file to pack, and its windows."""
-        f = PackedFile(wav, replace(options, batch_size=self.batch_size), owner)
-        reader = audio.WavReader(wav)
-        f.frames = reader.frames
-        f.duration = reader.frames / audio.SAMPLE_RATE
-        f.windows = asr.windows(reader, reader.frames) if reader.frames else []
-        return f
+        return self._open(wav, audio.WavReader(wav), options, owner)
 
     def open_samples(self, samples: np.ndarray, options: AsrOptions, priority: bool = False) -> PackedFile:
         """A file held in memory (16 kHz float32), e.g. a live turn; `priority` puts it ahead of files."""
-        f = PackedFile(None, replace(options, batch_size=self.batch_size), samples=samples, priority=priority)
-        f.frames = int(samples.shape[0])
-        f.duration = f.frames / audio.SAMPLE_RATE
-        f.windows = asr.windows(samples, f.frames) if f.frames else []
+        f = self._open(None, samples, options)
+        f.priority = priority
         return f
+
+    def _open(
+        self, wav: Path | None, source: audio.WavReader | np.ndarray, options: AsrOptions, owner: Any = None
+    ) -> PackedFile:
+        options = replace(options, batch_size=self.batch_size)
+        run = FileRun(Source(source), options, self.model, self.engine.multilingual)
+        return PackedFile(wav, options, owner, run)
 
     def has_work(self) -> bool:
         return bool(self.pending) or bool(self.urgent)
 
     def prepare(self, f: PackedFile, index: int) -> Prepared:
         """What `BatchedInferencePipeline.transcribe` does before the model (VAD, chunks, features), per
-        language span of the window (`asr.Engine.plan`: detection calls on the model, from this thread)."""
+        language span of the window as `FileRun.plan` plans it (detection calls on the model, from this
+        thread)."""
         t0 = time.perf_counter()
         if not f.windows:
             return Prepared(f, index, [])
-        start, end = f.windows[index]
-        samples = _window_samples(f, start, end)
-        units = languages.speech_units(samples)
-        spans = self.engine.plan(samples, units, f.options, f.last_language)
-        f.last_language = languages.carried(spans, f.last_language)
-        offset = start / audio.SAMPLE_RATE
-        f.speech.extend(
-            (offset + u.start / audio.SAMPLE_RATE, offset + u.end / audio.SAMPLE_RATE) for u in units
-        )
-        pieces = []
-        for span in spans:
-            f.spans.append((span.language, span.probability, span.speech))
-            clips, chunks, metadata = self._chunks(samples[span.start : span.end], f.options.vad)
-            pieces.append((span, clips, chunks, metadata))
-        del samples
+        assert f.run is not None
+        window = f.run.plan(index)
+        pieces = [(span, *self._chunks(window.span_samples(span), f.options.vad)) for span in window.spans]
         n_chunks = sum(len(chunks) for _, clips, chunks, _ in pieces if _speech(clips))
         nbytes = n_chunks * self.chunk_bytes
         self.budget.acquire(nbytes)
@@ -251,15 +242,9 @@ class Packer:
         try:
             for span, clips, chunks, metadata in pieces:
                 feats = [fw.pad_or_trim(fw.features(self.model, c)) for c in chunks] if _speech(clips) else []
-                window = _Window(
-                    index,
-                    offset + span.start / audio.SAMPLE_RATE,
-                    clips,
-                    len(feats),
-                    span.language,
-                    restore=f.options.vad,
-                )
-                parts.append(Part(window, feats, metadata if feats else []))
+                offset = window.offset + span.start / audio.SAMPLE_RATE
+                part = _Window(index, offset, clips, len(feats), span.language, restore=f.options.vad)
+                parts.append(Part(part, feats, metadata if feats else []))
         except BaseException:
             self.budget.release(nbytes)
             raise
@@ -269,23 +254,13 @@ class Packer:
     def _chunks(
         self, samples: np.ndarray, vad: bool
     ) -> tuple[list[dict[str, int]], list[np.ndarray], list[dict]]:
-        """A span's speech chunks: VAD speech merged into <= 30 s, or consecutive 30 s pieces without VAD (as
-        `asr.Engine` gives the batched pipeline)."""
+        """A span's speech chunks: VAD speech merged into <= 30 s, else `window_plan.fixed_chunks`."""
         if vad:
             return fw.speech_chunks(samples, self.chunk_length)
-        seconds = samples.shape[0] / audio.SAMPLE_RATE
-        clips = [
-            {"start": int(t * audio.SAMPLE_RATE), "end": int(min(t + 30.0, seconds) * audio.SAMPLE_RATE)}
-            for t in np.arange(0.0, seconds, 30.0)
-        ]
+        clips = [{"start": a, "end": b} for a, b in fixed_chunks(samples.shape[0])]
         chunks = [samples[c["start"] : c["end"]] for c in clips]
-        metadata = [
-            {
-                "offset": c["start"] / audio.SAMPLE_RATE,
-                "duration": (c["end"] - c["start"]) / audio.SAMPLE_RATE,
-            }
-            for c in clips
-        ]
+        rate = audio.SAMPLE_RATE
+        metadata = [{"offset": c["start"] / rate, "duration": (c["end"] - c["start"]) / rate} for c in clips]
         return clips, chunks, metadata
 
     def accept(self, prep: Prepared) -> None:
@@ -451,7 +426,8 @@ class Packer:
         found = asr.from_faster_whisper(restored)
         for seg in found:
             seg.language = w.language
-        f.segments.extend(asr.shift_segment(seg, w.offset_s) for seg in asr.split_segments(found))
+        assert f.run is not None
+        f.run.add([asr.shift_segment(seg, w.offset_s) for seg in asr.split_segments(found)])
         w.results = []
         f.parts_done += 1
         self._maybe_finished(f)
@@ -475,42 +451,15 @@ class Packer:
 
     # ---------------------------------------------------------------- results
 
-    def finish(self, f: PackedFile) -> AsrResult:
-        """A finished file's transcription, as `Engine.transcribe` reports it, after the loss detector (which
-        may decode stretches again: call it off the model thread, which it waits for)."""
-        if not f.frames:
-            fixed = self.engine.fixed_language(f.options)
-            return AsrResult(fixed, None, f.duration, [], ["no audio samples"])
-        segments = sorted(f.segments, key=lambda seg: (seg.start, seg.end))
-        out = AsrResult(None, None, f.duration, segments)
-        if f.options.recover:
-            retry = self.engine.retry(_reader(f), f.options)
-            rec = recovery.recover(f.speech, out.segments, retry, f.duration)
-            out.segments = rec.segments
-            out.count(rec)
-        return self.engine.conclude(out, f.spans, f.options)
+    def conclude(self, f: PackedFile) -> AsrResult:
+        """A finished file's transcription, as `Engine.transcribe` gives it (`FileRun.conclude`: the loss
+        detector may decode stretches again, so call it off the model thread, which it waits for)."""
+        assert f.run is not None
+        return f.run.conclude(self.engine.retry)
 
 
 def _speech(clips: list[dict[str, int]]) -> bool:
     return sum(c["end"] - c["start"] for c in clips) > 0
-
-
-def _reader(f: PackedFile) -> Callable[[float, float], np.ndarray]:
-    """Seconds [start, end] of a file's audio, for the loss detector's second decode."""
-    if f.samples is not None:
-        samples = f.samples
-        return lambda a, b: np.asarray(samples[int(a * audio.SAMPLE_RATE) : int(b * audio.SAMPLE_RATE)])
-    assert f.wav is not None
-    wav = f.wav
-    return lambda a, b: audio.WavReader(wav).read(a, b)
-
-
-def _window_samples(f: PackedFile, start: int, end: int) -> np.ndarray:
-    """One window's samples: from memory for an in-memory file, else read from its normalised WAV."""
-    if f.samples is not None:
-        return np.asarray(f.samples[start:end], dtype=np.float32)
-    assert f.wav is not None
-    return audio.WavReader(f.wav).read(start / audio.SAMPLE_RATE, end / audio.SAMPLE_RATE)
 
 
 # ---------------------------------------------------------------- the service's driver
@@ -554,7 +503,7 @@ class SharedPacker:
     def _transcribe(self, f: PackedFile) -> AsrResult:
         packer = self.packer
         if not f.windows:
-            return packer.finish(f)
+            return packer.conclude(f)
         with self._wake:
             if self._closed:
                 raise PackerClosed("the service is shutting down")
@@ -577,7 +526,7 @@ class SharedPacker:
                 self._files.pop(id(f), None)
         if f.error is not None:
             raise f.error
-        return packer.finish(f)
+        return packer.conclude(f)
 
     def _settle(self, f: PackedFile) -> None:
         f.done.set()

@@ -1,5 +1,5 @@
 """The batch run: discover -> claim -> decode -> transcribe -> finish -> write, for `transcribe`, `enrich`
-and the watcher. One file's document path is in stage1.py and document.py."""
+and the watcher. One file's document path is in per_file.py and document.py."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from . import audio, document, schema, speakers, stage1
+from . import audio, document, logsetup, per_file, schema, speakers
 from .asr import AsrOptions, Engine
 from .config import Settings
 from .errors import UsageError
 from .layout import Input, Layout, Lease, atomic_write_json, remove_stale_temporaries
-from .stage1 import Decoded
+from .per_file import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class Processor:
 
     def _decode(self, inp: Input) -> Decoded:
         # On the decode thread: the source's decode and hash overlap the current transcription.
-        return stage1.decode(inp.path, self.layout.wav_path(inp.stem))
+        return per_file.decode(inp.path, self.layout.wav_path(inp.stem))
 
     def run(self, inputs: list[Input], stop: threading.Event, progress: Callable[[int, Input], None]) -> None:
         pending = iter(inputs)
@@ -181,7 +181,7 @@ class Processor:
             n += 1
             progress(n, work.inp)
             try:
-                self.finish(work)
+                self.transcribe_and_write(work)
             finally:
                 work.lease.release()
         if nxt is not None:  # stopped early: give the prefetched claim back
@@ -197,12 +197,13 @@ class Processor:
                 return work
         return None
 
-    def finish(self, work: _Work) -> None:
+    def transcribe_and_write(self, work: _Work) -> None:
+        """One claimed input: wait for its decode, transcribe and finish it, write its outputs, record it."""
         inp = work.inp
         try:
             decoded: Decoded = work.decoded.result()
             duration = decoded.duration
-            doc = stage1.transcribe_decoded(
+            doc = per_file.transcribe_and_finish(
                 self.engine,
                 self.settings,
                 decoded,
@@ -213,7 +214,7 @@ class Processor:
             )
             document.write(self.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
-            self._failed(inp, exc)
+            self.failed(inp, exc)
             return
         self.succeeded(inp, duration, doc)
 
@@ -222,7 +223,7 @@ class Processor:
         next run adds the speakers without transcribing again)."""
         error = speakers.failure(doc)
         if error is not None:
-            self._failed(inp, error)
+            self.failed(inp, error)
         else:
             self._succeeded(inp, duration, doc)
 
@@ -251,7 +252,8 @@ class Processor:
                 extra={"file": inp.rel, "start_s": span["start"], "end_s": span["end"]},
             )
 
-    def _failed(self, inp: Input, exc: Exception) -> None:
+    def failed(self, inp: Input, exc: Exception) -> None:
+        """Record a failed input: in the run report, the log and its failure file."""
         kind = "decode" if isinstance(exc, audio.DecodeError) else type(exc).__name__
         message = str(exc) or type(exc).__name__
         entry = {"file": inp.rel, "error": message, "type": kind, "at": _now()}
@@ -265,25 +267,30 @@ class Processor:
             atomic_write_json(self.layout.failure_path(inp.stem), entry)
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent otherwise (the JSON log lines carry the progress)."""
+class ProgressBar:
+    """A progress bar on a terminal, on its own line under the log lines (`logsetup.show_status`); silent
+    otherwise (the JSON log lines carry the progress). Files are counted done when the next one starts, and
+    all of them (every started one: a stop finishes those) when the run closes the bar."""
+
+    WIDTH = 30
 
     def __init__(self, total: int) -> None:
         self.total = total
+        self.started = 0
         self.tty = sys.stderr.isatty()
 
     def __call__(self, n: int, inp: Input) -> None:
+        self.started = max(self.started, n)
         if self.tty and self.total:
-            width = 30
-            filled = int(width * (n - 1) / self.total)
-            sys.stderr.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {n}/{self.total} {inp.rel[:50]:50s}"
-            )
-            sys.stderr.flush()
+            logsetup.show_status(f"{self._bar(n - 1)} {n}/{self.total} {inp.rel[:50]}")
 
     def close(self) -> None:
         if self.tty and self.total:
-            sys.stderr.write("\n")
+            logsetup.show_status(f"{self._bar(self.started)} {self.started}/{self.total}", final=True)
+
+    def _bar(self, done: int) -> str:
+        filled = int(self.WIDTH * done / self.total)
+        return f"[{'#' * filled}{'.' * (self.WIDTH - filled)}]"
 
 
 def plan(
@@ -357,7 +364,7 @@ def run_batch(
         processor = Processor(
             engine, settings, layout, report, force=force, decode_workers=strategy.decode_workers
         )
-        progress = _Progress(len(todo))
+        progress = ProgressBar(len(todo))
         try:
             (strategy.run or Processor.run)(processor, todo, stop, progress)
         finally:

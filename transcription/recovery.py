@@ -37,10 +37,6 @@ class Recovered:
     retried: int = 0
     recovered: int = 0
 
-    @property
-    def warnings(self) -> list[str]:
-        return [lost_warning(a, b) for a, b in self.lost]
-
 
 def lost_warning(start: float, end: float) -> str:
     return f"speech without text at {start:.1f}–{end:.1f} s"

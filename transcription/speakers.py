@@ -49,9 +49,7 @@ def diarizer(settings: Settings) -> Diarizer:
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    # Diarization is CPU work beside the GPU's transcription; on a small CPU one file at a time is plenty.
-    workers = max(1, min(4, hardware.usable_cpus() // 2))
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="diarize")
+    return ThreadPoolExecutor(max_workers=hardware.diarization_workers(), thread_name_prefix="diarize")
 
 
 def start(

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import audio, document, hardware, pipeline, speakers
+from . import audio, document, hardware, pipeline, sizing, speakers
 from .config import Settings
 from .document import SourceIdentity
 from .layout import Input
 from .packing import PackedFile, Packer, Prepared
-from .stage1 import Decoded
+from .per_file import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class _Run:
         if claim.diarizing is not None:
             claim.diarizing.cancel()
         try:
-            self.p._failed(claim.inp, exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            self.p.failed(claim.inp, exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
         finally:
             claim.lease.release()
 
@@ -98,7 +98,7 @@ class _Run:
         try:
             assert claim.source is not None  # set when its decode succeeded
             doc = document.build(
-                self.packer.finish(f),
+                self.packer.conclude(f),
                 self.p.engine,
                 self.p.settings,
                 f.options,
@@ -111,7 +111,7 @@ class _Run:
             doc = document.finish(doc, audio.WavReader(f.wav), self.p.settings, enrich=self.p.settings.enrich)
             document.write(self.p.layout, inp.stem, doc)
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
-            self.p._failed(inp, exc)
+            self.p.failed(inp, exc)
             claim.lease.release()
             return
         claim.lease.release()
@@ -128,9 +128,9 @@ class _Run:
 def strategy(settings: Settings) -> pipeline.Strategy:
     """The batch run's strategy in throughput mode."""
     return pipeline.Strategy(
-        engine_workers=hardware.engine_workers(settings),
+        engine_workers=sizing.engine_workers(settings),
         decode_workers=hardware.prepare_workers(settings.resolved_device()),
-        run=run_packed,
+        run=run,
     )
 
 
@@ -153,7 +153,7 @@ def run_parallel(
                     return
                 progress(next(started), claimed.inp)
             try:
-                processor.finish(claimed)
+                processor.transcribe_and_write(claimed)
             finally:
                 claimed.lease.release()
 
@@ -168,22 +168,30 @@ def run_parallel(
         t.join()
 
 
+def run(
+    processor: pipeline.Processor,
+    inputs: list[Input],
+    stop: threading.Event,
+    progress: Callable[[int, Input], None],
+) -> None:
+    """Transcribe `inputs` for throughput; per-file semantics as `Processor.run`: files in parallel on CPU
+    with no batch size set (`run_parallel`), else chunks of several files packed into batches
+    (`run_packed`)."""
+    if sizing.packs(processor.settings):
+        run_packed(processor, inputs, stop, progress)
+    else:
+        run_parallel(processor, inputs, stop, progress)
+
+
 def run_packed(
     processor: pipeline.Processor,
     inputs: list[Input],
     stop: threading.Event,
     progress: Callable[[int, Input], None],
 ) -> None:
-    """Transcribe `inputs` for throughput; per-file semantics as `Processor.run`.
-
-    On CPU with no batch size set: files in parallel, one per core (`run_parallel`). Otherwise: chunks of
-    several files packed into each batch. On `stop`, files already started are finished; claims not started
-    are given back.
-    """
-    if not hardware.packs(processor.settings):
-        run_parallel(processor, inputs, stop, progress)
-        return
-    batch_size = hardware.choose_batch_size(processor.engine, processor.options.batch_size)
+    """Chunks of several files packed into each batch. On `stop`, files already started are finished;
+    claims not started are given back."""
+    batch_size = sizing.choose_batch_size(processor.engine, processor.options.batch_size)
     # Decoding runs on the processor's decode pool (sized by hardware.prepare_workers() in strategy()).
     workers = hardware.prepare_workers(processor.engine.device)
     run = _Run(processor, batch_size, workers)

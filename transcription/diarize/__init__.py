@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transcription import hardware
 from transcription.audio import SAMPLE_RATE, WavReader
 
 from . import cluster, speech, stereo
@@ -267,24 +268,14 @@ def name_speakers(result: Diarization, references: dict[str, np.ndarray], diariz
 
 def load(settings: Settings) -> Diarizer:
     """The diarizer for these settings, loaded once per process."""
-    return _load(settings.diarization_model, settings.hf_token, settings.resolved_device())
+    return _load(settings.diarization_model, settings.hf_token, hardware.torch_device(settings.device))
 
 
 @functools.cache
-def _load(model: str | None, token: str | None, device: str) -> Diarizer:
-    torch_device = "cuda" if device == "cuda" and _torch_cuda() else "cpu"
+def _load(model: str | None, token: str | None, torch_device: str) -> Diarizer:
     if model:
         from . import pyannote_backend
 
         pipeline = pyannote_backend.load(model, token, torch_device)
         return Diarizer(model, VoiceEncoder(torch_device), pipeline)
     return Diarizer("embedded:resemblyzer-dvector", VoiceEncoder(torch_device))
-
-
-def _torch_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False

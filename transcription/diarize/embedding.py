@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from transcription.audio import SAMPLE_RATE
 from transcription.errors import UsageError
 
-SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 40

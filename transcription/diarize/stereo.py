@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transcription.audio import SAMPLE_RATE
+
 FRAME_S = 0.02
 FLOOR_MARGIN_DB = 15.0
 LEAD_DB = 10.0
@@ -33,8 +35,8 @@ def channel_levels(source: Path) -> np.ndarray | None:
         if not container.streams.audio or container.streams.audio[0].channels != 2:
             return None
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=16000)
-        frame = int(16000 * FRAME_S)
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+        frame = int(SAMPLE_RATE * FRAME_S)
         carry = np.zeros((2, 0), dtype=np.float32)
         levels: list[np.ndarray] = []
         for packet_frame in container.decode(stream):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transcription import hardware
 from transcription.audio import SAMPLE_RATE
 from transcription.config import DEFAULT_EMOTION_MODEL, Settings
 from transcription.errors import UsageError
@@ -168,19 +169,6 @@ def download_emotion_model(settings: Settings) -> Path:
     return path
 
 
-def _torch_device(settings: Settings) -> str:
-    import torch
-
-    wanted = settings.device
-    if wanted == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if wanted == "cuda":
-        raise EmotionUnavailable("WHISPER_DEVICE is cuda but this torch build sees no CUDA device")
-    return "cpu"
-
-
 def _normalisation(path: Path) -> tuple[bool, str]:
     """Whether inputs are normalised, and where that decision came from (for meta)."""
     config = path / "preprocessor_config.json"
@@ -210,7 +198,7 @@ def load_emotion_model(settings: Settings) -> LoadedModel:
             f"emotion needs torch and transformers (install slower-whisper[emotion]): {exc}"
         ) from exc
     path, revision = resolve_emotion_model(settings)
-    device = _torch_device(settings)
+    device = hardware.torch_device(settings.device)
     key = (str(path.resolve()), device)
     with _CACHE_LOCK:
         loaded = _CACHE.get(key)

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from transcription import hardware
+from transcription import sizing
 from transcription.config import Settings
 from transcription.layout import Layout
 
@@ -83,7 +83,7 @@ def create_app(
 def _service(settings: Settings, on_fatal: Callable[[int], None] | None) -> Service:
     layout = Layout(settings.root)
     metrics = Metrics()
-    scheduler = Scheduler(hardware.service_in_flight(settings), settings.queue_size)
+    scheduler = Scheduler(sizing.service_in_flight(settings), settings.queue_size)
     store = JobStore(layout.jobs, settings.lease_ttl)
     space = UploadSpace(layout.state / "uploads", settings.lease_ttl)
     sweep = _Every(UPLOAD_SWEEP_S, space.sweep)
@@ -153,7 +153,7 @@ async def _load(svc: Service, live: LiveHub) -> None:
 
     start = time.perf_counter()
     try:
-        workers = hardware.service_engine_workers(svc.settings)
+        workers = sizing.service_engine_workers(svc.settings)
         # Each request worker may use every core: a lone request gets the whole machine.
         engine = await asyncio.to_thread(
             functools.partial(Engine.load, svc.settings, workers, whole_machine_each=True)
@@ -174,10 +174,10 @@ async def _load(svc: Service, live: LiveHub) -> None:
 
 def _set_ready(svc: Service, live: LiveHub, engine: Engine, seconds: float) -> None:
     svc.engine = engine
-    if hardware.packs(svc.settings):
+    if sizing.packs(svc.settings):
         from transcription.packing import SharedPacker
 
-        size = hardware.choose_batch_size(engine, svc.settings.batch_size)
+        size = sizing.choose_batch_size(engine, svc.settings.batch_size)
         svc.packer = SharedPacker(engine, size, on_batch=svc.metrics.observe_batch)
         log.info("throughput mode: requests packed into shared batches of up to %d chunks", size)
     live.start(engine, svc.packer)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from transcription.config import Settings
+from transcription.config import Settings, english_only_refusal
 
 from . import access, formats
 from .errors import ApiError
@@ -45,26 +45,16 @@ def parse_options(settings: Settings, upload: Upload) -> Options:
 
 def check_language(language: str | None, multilingual: bool, model: str) -> None:
     """An English-only model would transcribe any other language as English: refused, not guessed at."""
-    if language not in (None, "en") and not multilingual:
-        raise ApiError(
-            400,
-            f"model '{model}' is English-only and cannot transcribe language {language!r}; "
-            "send language 'en' or none",
-            "unsupported_language",
-            param="language",
-        )
+    refused = english_only_refusal(model, multilingual, language=language)
+    if refused is not None:
+        raise ApiError(400, refused[1], "unsupported_language", param="language")
 
 
 def check_task(task: str, multilingual: bool, model: str) -> None:
     """Translation needs a multilingual model: an English-only one has no translate task."""
-    if task == "translate" and not multilingual:
-        raise ApiError(
-            400,
-            f"model '{model}' is English-only and cannot translate; this server needs a multilingual "
-            "model (base, small, large-v3, ...) for /v1/audio/translations",
-            "unsupported_task",
-            param="model",
-        )
+    refused = english_only_refusal(model, multilingual, task=task)
+    if refused is not None:
+        raise ApiError(400, refused[1], "unsupported_task", param="model")
 
 
 def stream(upload: Upload, response_format: str) -> bool:

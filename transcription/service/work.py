@@ -21,8 +21,8 @@ from .state import Service
 if TYPE_CHECKING:
     from transcription.asr import AsrOptions, AsrResult
     from transcription.audio import WavReader
+    from transcription.per_file import Transcriber
     from transcription.schema import Segment
-    from transcription.stage1 import Transcriber
 
     from .request import TranscriptionRequest
 
@@ -50,17 +50,17 @@ def transcribe(
     A streamed request hears when the upload has been decoded (`on_decoded`) and each segment as it is
     decoded (`on_segment`); the document is the same either way. With speakers asked for (the request's
     speaker fields, or the server's ENABLE_DIARIZATION), `known_speakers` name them from reference clips."""
-    from transcription import speakers, stage1
+    from transcription import per_file, speakers
     from transcription.asr import AsrOptions
 
     settings = request.settings_for(svc.settings)
     opts = request.options
     start = time.perf_counter()
     try:
-        decoded = stage1.decode(src, wav)
+        decoded = per_file.decode(src, wav)
         if on_decoded is not None:
             on_decoded()
-        doc = stage1.transcribe_decoded(
+        doc = per_file.transcribe_and_finish(
             svc.engine,
             settings,
             decoded,
@@ -97,7 +97,7 @@ def transcribe(
 
 
 def _transcriber(svc: Service, on_segment: Callable[[Segment], None] | None) -> Transcriber | None:
-    """The engine's per-file path (None: stage1's default), or the shared packer in throughput mode, with
+    """The engine's per-file path (None: per_file's default), or the shared packer in throughput mode, with
     `on_segment` told of every segment."""
     if svc.packer is not None:
         packer = svc.packer

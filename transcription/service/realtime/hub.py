@@ -11,6 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from transcription import hardware
 from transcription.config import Settings
 
 from ..access import shutting_down
@@ -36,9 +37,10 @@ class LiveHub:
         self._all_closed.set()
 
     def start(self, engine: Engine, packer: SharedPacker | None) -> None:
-        """The model is ready: start the decode threads. With packing each thread only waits on the
-        packer, so one per session; else one per engine worker."""
-        threads = self.settings.realtime_max_sessions if packer is not None else engine.workers
+        """The model is ready: start the decode threads (sized by hardware.live_decode_threads)."""
+        threads = hardware.live_decode_threads(
+            packer is not None, self.settings.realtime_max_sessions, engine.workers
+        )
         self.decoder = LiveDecoder(engine, packer, self.settings, threads)
 
     def admit(self) -> None:

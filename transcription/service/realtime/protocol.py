@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from transcription.config import english_only_refusal
+
 from .. import access
 from ..access import ServedModel
 from ..errors import ApiError
@@ -231,12 +233,9 @@ def _extension(config: SessionConfig, s: dict[str, Any]) -> SessionConfig:
 
 
 def _check_language(config: SessionConfig, multilingual: bool, param: str) -> None:
-    if config.language not in (None, "en") and not multilingual:
-        raise ClientError(
-            "unsupported_language",
-            f"model {config.model!r} is English-only and cannot transcribe language {config.language!r}",
-            param,
-        )
+    refused = english_only_refusal(config.model, multilingual, language=config.language)
+    if refused is not None:
+        raise ClientError("unsupported_language", refused[1], param)
 
 
 # ------------------------------------------------------------------ server events

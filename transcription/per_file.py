@@ -1,4 +1,5 @@
-"""Stage 1 for one file: decode it to the normalised WAV, transcribe that, and finish the document.
+"""One file from its source to its finished document: decode it to the normalised WAV, then transcribe,
+find speakers (when asked), and finish the document (Stage 2 when enabled, validation).
 
 The per-file batch run (decode on its decode thread, the rest on the caller's) and the service (the whole
 of it on a worker thread) use these; throughput mode transcribes through the packer instead and joins the
@@ -40,7 +41,7 @@ def decode(src: Path, wav: Path) -> Decoded:
     return Decoded(duration, time.perf_counter() - t0, identity, src)
 
 
-def transcribe_decoded(
+def transcribe_and_finish(
     engine: Engine,
     settings: Settings,
     decoded: Decoded,
@@ -52,8 +53,9 @@ def transcribe_decoded(
     transcriber: Transcriber | None = None,
     known_speakers: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The finished document for a decoded file; with `settings.diarize`, speakers are found beside the
-    transcription (named after `known_speakers`' reference clips where they match)."""
+    """The finished document for a decoded file (Stage 2 too when `enrich`); with `settings.diarize`,
+    speakers are found beside the transcription (named after `known_speakers`' reference clips where they
+    match)."""
     reader = audio.WavReader(wav)
     diarizing = speakers.start(settings, wav, decoded.path, known_speakers) if settings.diarize else None
     t0 = time.perf_counter()
