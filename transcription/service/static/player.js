@@ -1,5 +1,6 @@
 // Listening: the recording plays in the page from a blob URL (the file uploaded, or the one chosen for a
-// transcript opened from disk; nothing is sent anywhere). The line being played is highlighted and kept
+// transcript opened from disk; nothing is sent anywhere). The media element gets the URL at the first play,
+// so a transcript only read is never loaded into the player; the timeline's tracks are its seek bar. The line being played is highlighted and kept
 // in view; while playing, each animation frame only finds the line at the current time (a binary search)
 // and moves the playheads; rows change class only when the line changes.
 "use strict";
@@ -14,13 +15,19 @@ const player = {
 };
 
 function setAudio(file) {
+  player.el.pause();
   if (player.url) URL.revokeObjectURL(player.url);
   player.url = file ? URL.createObjectURL(file) : null;
-  if (player.url) player.el.src = player.url;
-  else player.el.removeAttribute("src");
+  player.el.removeAttribute("src");
   player.el.load();
   $("player-bar").classList.toggle("no-audio", !file);
-  $("audio-name").textContent = file ? file.name : "No recording: choose its audio file to listen.";
+  $("audio-name").textContent = file ? file.name : "No recording: choose its audio file (Its recording) to listen.";
+  showClock(0);
+}
+
+function showClock(t) {
+  const text = `${fmtTime(t)} / ${fmtTime(timeline.duration || 0)}`;
+  if ($("clock").textContent !== text) $("clock").textContent = text;
 }
 
 function resetPlayer(doc) {
@@ -63,6 +70,7 @@ function onTime() {
   const t = player.el.currentTime;
   highlight(lineAt(t));
   movePlayhead(t);
+  showClock(t);
 }
 
 function tick() {
@@ -70,7 +78,18 @@ function tick() {
   player.frame = player.el.paused ? 0 : requestAnimationFrame(tick);
 }
 
-player.el.addEventListener("play", () => { if (!player.frame) player.frame = requestAnimationFrame(tick); });
+player.el.addEventListener("play", () => {
+  $("play").textContent = "Pause";
+  if (!player.frame) player.frame = requestAnimationFrame(tick);
+});
+player.el.addEventListener("pause", () => { $("play").textContent = "Play"; });
+$("play").addEventListener("click", togglePlay);
+$("speed").addEventListener("change", () => { player.el.defaultPlaybackRate = player.el.playbackRate = Number($("speed").value); });
+
+function togglePlay() {
+  if (player.el.paused) playFrom(player.el.currentTime || 0);
+  else player.el.pause();
+}
 player.el.addEventListener("seeked", onTime);
 player.el.addEventListener("timeupdate", () => { if (!player.frame) onTime(); });
 
@@ -79,6 +98,10 @@ function playFrom(t) {
     highlight(lineAt(t));
     setStatus("No recording to play: choose its audio file (Its recording) to listen.", true);
     return;
+  }
+  if (player.el.getAttribute("src") !== player.url) {
+    player.el.src = player.url;
+    player.el.defaultPlaybackRate = player.el.playbackRate = Number($("speed").value);
   }
   player.el.currentTime = t;
   onTime();
@@ -107,11 +130,10 @@ function stepLine(direction) {
 // control that uses the keys itself.
 document.addEventListener("keydown", (event) => {
   if ($("result").hidden || event.altKey || event.ctrlKey || event.metaKey) return;
-  if (event.target.closest("input, textarea, select, button, audio, a")) return;
+  if (event.target.closest("input, textarea, select, button, a")) return;
   if (event.key === " ") {
     event.preventDefault();
-    if (player.el.paused) playFrom(player.el.currentTime || 0);
-    else player.el.pause();
+    togglePlay();
   } else if (event.key === "ArrowUp" || event.key === "ArrowLeft") {
     event.preventDefault();
     stepLine(-1);
