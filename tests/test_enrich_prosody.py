@@ -309,3 +309,64 @@ def test_prosody_runs_without_importing_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_contour_follows_pitch_and_energy_within_a_segment() -> None:
+    """A glide from 120 to 240 Hz over 2 s, 16 dB louder after 1 s, then 0.5 s of silence: the contour's
+    steps follow the glide, the energy step and the silence, where the segment's means cannot."""
+    t = np.arange(2 * SR) / SR
+    phase = 2 * np.pi * (120 * t + 30 * t**2)  # instantaneous frequency 120 + 60 t
+    amplitude = np.where(t < 1.0, 0.05, 0.3)
+    glide = sum(amplitude / k * np.sin(k * phase) for k in range(1, 5)).astype(np.float32)
+    audio = np.concatenate([glide, silence(0.5)])
+    stats, _ = prosody.segment_prosody(prosody.analyse_file(audio), 0.0, 2.5, [], "", None)
+    contour = stats["contour"]
+    assert contour["step_s"] == prosody.CONTOUR_STEP_S == 0.1
+    assert len(contour["pitch_hz"]) == len(contour["energy_db"]) == 25
+    for i, hz in enumerate(contour["pitch_hz"][1:19], start=1):
+        assert hz == pytest.approx(120 + 60 * (i + 0.5) * 0.1, rel=0.03), (i, contour["pitch_hz"])
+    assert contour["pitch_hz"][21:] == [None] * 4  # silence has no pitch
+    quiet, loud = np.median(contour["energy_db"][2:8]), np.median(contour["energy_db"][12:18])
+    assert loud - quiet == pytest.approx(20 * np.log10(0.3 / 0.05), abs=1.5)
+    assert contour["energy_db"][-1] == prosody.FLOOR_DB
+    assert all(isinstance(v, int) for v in contour["pitch_hz"] + contour["energy_db"] if v is not None)
+
+
+@pytest.mark.needs_data
+def test_contour_in_the_enriched_document_of_real_speech() -> None:
+    """Stage 2 writes a contour for every measured segment, step by step over the whole segment, valid
+    against the shipped schema; a segment too short to measure has none."""
+    import jsonschema
+
+    from transcription.schema import json_schema
+
+    folder = DATA / "en_read" / "librivox_sense_and_sensibility"
+    wav = sorted(folder.glob("*.wav"))[0]
+    audio = decode_audio(str(wav), sampling_rate=SR)
+    end = audio.size / SR
+    doc = {
+        "language": "en",
+        "segments": [
+            {"id": 0, "start": 0.0, "end": end / 2, "text": "first half", "words": []},
+            {"id": 1, "start": end / 2, "end": end, "text": "second half", "words": []},
+            {"id": 2, "start": end, "end": end, "text": "", "words": []},
+        ],
+    }
+    enrich_document(doc, audio, NO_EMOTION)
+    schema = json_schema()
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/audio_state", "$defs": schema["$defs"]})
+    for seg in doc["segments"]:
+        validator.validate(seg["audio_state"])
+    for seg in doc["segments"][:2]:
+        p = seg["audio_state"]["prosody"]
+        c = p["contour"]
+        assert (
+            len(c["pitch_hz"])
+            == len(c["energy_db"])
+            == int(np.ceil((seg["end"] - seg["start"]) / 0.1 - 1e-9))
+        )
+        voiced = [hz for hz in c["pitch_hz"] if hz is not None]
+        assert len(voiced) > len(c["pitch_hz"]) / 3  # read speech is mostly voiced
+        assert p["pitch"]["min_hz"] - 20 <= float(np.median(voiced)) <= p["pitch"]["max_hz"] + 20
+        assert max(c["energy_db"]) >= p["energy"]["rms_db"] - 1  # the loudest step is at least the mean
+    assert doc["segments"][2]["audio_state"]["prosody"]["contour"] is None

@@ -41,6 +41,10 @@ MARGIN_S = 1.0
 # some non-speech for the pause threshold), merged when they are less than REGION_JOIN_S apart.
 REGION_PAD_S = 0.5
 REGION_JOIN_S = 1.0
+# The contour: pitch and energy within a segment, one value per CONTOUR_STEP_S (ten 10 ms frames), so a
+# viewer can draw how a sentence moved; a step needs CONTOUR_MIN_VOICED voiced frames for a pitch.
+CONTOUR_STEP_S = 0.1
+CONTOUR_MIN_VOICED = 3
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ def segment_prosody(
     text: str,
     language: str | None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Prosody of one segment: ({pitch, energy, rate, pauses}, errors)."""
+    """Prosody of one segment: ({pitch, energy, rate, pauses, contour}, errors)."""
     errors: list[str] = []
     end = min(end, analysis.duration)
     result: dict[str, Any] = {
@@ -183,11 +187,13 @@ def segment_prosody(
         "energy": {"rms_db": None, "std_db": None, "level": None},
         "rate": {"words_per_s": None, "syllables_per_s": None, "articulation_rate": None, "level": None},
         "pauses": {"count": None, "total_s": None, "longest_s": None},
+        "contour": None,
     }
     if end - start < MIN_SEGMENT_S:
         errors.append(f"prosody: segment is {max(end - start, 0.0):.3f} s long, too short to measure")
         return result, errors
     frames = analysis.frames(start, end)
+    result["contour"] = contour(analysis, start, end)
     result["pitch"] = _pitch_stats(analysis, frames, errors)
     result["energy"] = _energy_stats(analysis, frames, errors)
     timed = [w for w in words if _is_timed(w)]
@@ -206,6 +212,25 @@ def segment_prosody(
     }
     result["rate"] = _rate(timed, text, language, span, result["pauses"]["total_s"], errors)
     return result, errors
+
+
+def contour(analysis: FileAnalysis, start: float, end: float) -> dict[str, Any]:
+    """Pitch (median of the voiced frames, Hz) and energy (mean power, dBFS) of each CONTOUR_STEP_S step
+    from ``start``; ``None`` where a step has too little voicing or was not analysed. Rounded to whole Hz
+    and dB: finer than a viewer draws, and each value costs bytes in every document."""
+    n = max(1, math.ceil((end - start) / CONTOUR_STEP_S - 1e-9))
+    pitch_hz: list[int | None] = []
+    energy_db: list[int | None] = []
+    for i in range(n):
+        frames = analysis.frames(start + i * CONTOUR_STEP_S, min(end, start + (i + 1) * CONTOUR_STEP_S))
+        f0 = analysis.f0_hz[frames]
+        voiced = f0[np.isfinite(f0)]
+        pitch_hz.append(int(round(float(np.median(voiced)))) if voiced.size >= CONTOUR_MIN_VOICED else None)
+        db = analysis.energy_db[frames]
+        db = db[np.isfinite(db)]
+        power = float(np.mean(10.0 ** (db / 10.0))) if db.size else 0.0
+        energy_db.append(int(round(max(10.0 * math.log10(power), FLOOR_DB))) if db.size else None)
+    return {"step_s": CONTOUR_STEP_S, "pitch_hz": pitch_hz, "energy_db": energy_db}
 
 
 def _null_pitch() -> dict[str, Any]:
