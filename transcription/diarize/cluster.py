@@ -200,6 +200,11 @@ def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return np.array(out, dtype=np.float32).reshape(len(out), x.shape[1])
 
 
+def centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Unit-norm centroids of the groups 0..max(labels)."""
+    return _centroids(x, labels, int(labels.max()) + 1 if labels.size else 0)
+
+
 def _finish(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Labels renumbered 0..k-1 and their centroids."""
     _, dense = np.unique(labels, return_inverse=True)
