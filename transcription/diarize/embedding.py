@@ -120,19 +120,17 @@ class VoiceEncoder:
         self._torch = torch
         self._lock = threading.Lock()
 
-    def embed_windows(
-        self, clips: list[np.ndarray], batch: int = 64, frames: int = WINDOW_FRAMES
-    ) -> np.ndarray:
-        """Unit-norm embeddings (n, 256) of clips of `frames` mel frames (shorter ones are zero-padded)."""
+    def embed_windows(self, clips: list[np.ndarray], batch: int = 64) -> np.ndarray:
+        """Unit-norm embeddings (n, 256) of clips of WINDOW_FRAMES (shorter ones are zero-padded)."""
         if not clips:
             return np.zeros((0, 256), dtype=np.float32)
-        length = frames * HOP
+        length = WINDOW_FRAMES * HOP
         mels = []
         for clip in clips:
             clip = _normalise_volume(np.asarray(clip, dtype=np.float32)[:length])
             if clip.size < length:
                 clip = np.pad(clip, (0, length - clip.size))
-            mels.append(mel_frames(clip)[:frames])
+            mels.append(mel_frames(clip)[:WINDOW_FRAMES])
         out = []
         torch = self._torch
         with self._lock, torch.inference_mode():
