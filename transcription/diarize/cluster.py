@@ -7,9 +7,10 @@ different rooms and microphones, and keeps one voice whole across clips and emot
 voice, the recording gets a second look relative to itself: in one recording every voice shares the room,
 the microphone and the line, so two parties can be as alike as one voice split in two (0.885 on the phone
 call). The windows are centred on the recording's own mean voice and re-normalised, over-clustered the same
-way, and groups are merged while their centred centroids point the same way (cosine above zero: the same side
-of the mean), never when their plain centroids are below DIFFERENT_VOICES. If that leaves exactly two groups,
-those are the parties (one voice split by centring falls apart into several groups, not two). A group too
+way, and groups are merged while their centred centroids point the same way (cosine above zero: the same
+side of the mean), never when their plain centroids are below DIFFERENT_VOICES. If that leaves exactly two
+groups, each with MIN_PARTY_WINDOWS or more, those are the parties (one voice split by centring mostly falls
+apart into several groups, not two; a short one can split in two, so it asks for more). A group too
 small to trust (MIN_WINDOWS, MIN_SHARE of the windows) joins its nearest neighbour. A count outside the
 allowed range, or a fixed count, is clustered directly into that many groups (spectral clustering, k-means on
 the leading eigenvectors). docs/speakers.md says what each setting was chosen on.
@@ -31,6 +32,7 @@ SAME_SIDE = 0.0  # centred centroids: a positive cosine is the same side of the 
 DIFFERENT_VOICES = 0.70  # plain centroids less alike than this are never merged (docs/speakers.md)
 MIN_WINDOWS = 3  # a voice needs at least this many windows (about 2 s of speech) to be counted on its own
 MIN_SHARE = 0.02  # ... and at least this share of the windows
+MIN_PARTY_WINDOWS = 2 * MIN_WINDOWS  # the second look needs this much of each party (about 3.5 s of speech)
 MAX_GROUPS = 20  # over-clustering never goes beyond this many groups
 
 
@@ -67,7 +69,7 @@ def cluster(
         labels = _estimated(sample, sample, rng, high, SAME_VOICE)
         if int(labels.max()) == 0 and high >= 2:
             parties = _estimated(_centred(sample), sample, rng, high, SAME_SIDE)
-            if int(parties.max()) == 1:
+            if int(parties.max()) == 1 and np.bincount(parties).min() >= MIN_PARTY_WINDOWS:
                 labels = parties
         found = int(labels.max()) + 1
         if not low <= found <= high:
