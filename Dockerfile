@@ -43,12 +43,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # Then the project itself, installed as a regular (non-editable) package.
 COPY README.md ./
 COPY transcription/ ./transcription/
-# The embedded diarizer's weights ship in the resemblyzer wheel, installed after the sync without its
-# dependencies (librosa, and webrtcvad, which needs a compiler): transcription/diarize/embedding.py rebuilds
-# the network and its input.
+# The embedded diarizer's weights ship inside the package (transcription/diarize/voice_encoder.npz).
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --extra full --no-editable \
-    && uv pip install --python /app/.venv/bin/python --no-deps "resemblyzer==0.1.4"
+    uv sync --frozen --no-dev --extra full --no-editable
 
 # ---------------------------------------------------------------------------------------------------------
 # runtime

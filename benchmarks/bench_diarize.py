@@ -1,13 +1,20 @@
-"""Speakers: how well and how fast the embedded diarizer finds them.
+"""Speakers: how well and how fast the embedded diarizer finds them, on every set of conversations here.
 
-- DER with pyannote.metrics (collar 0.25 s and 0, overlap scored) and the speaker-count error, on the phone
-  call (sample.rttm) and on conversations of 2-5 real speakers assembled from single-speaker clips
-  (benchmarks/assemble.py says how; rebuild them with it), as recorded and through a telephone channel;
-- word-level speaker accuracy on the phone call against sample.stm (tiny.en words, our speakers);
-- speed: diarization x real time, and a whole transcription (tiny.en, CPU) with speakers against without;
-- memory: peak RSS of diarizing a long recording (`--long-minutes`, default 120) in a fresh process.
+Sets (`../shared/data`, see conversations/SOURCES.md; benchmarks/assemble.py rebuilds the assembled ones):
+- `assembled`, `assembled_telephone`: 2-5 real speakers joined from single-speaker clips, as recorded and
+  through a telephone channel;
+- `ami`: the 10 AMI meeting openings, scored on 0-30 s;
+- `calls`: the 6 Harper Valley phone calls (both sides on one 8 kHz line);
+- `sample`: pyannote's phone call (sample.rttm);
+- `stereo`: the stereo clip (one speaker per channel; no turn reference: method and count only).
 
-    python benchmarks/bench_diarize.py [--long-minutes 120] [--out benchmarks/results/diarize.json]
+Per set, pooled over its recordings: DER with pyannote.metrics at collar 0 and +-0.25 s (overlap scored),
+missed speech / false alarm / confusion at collar 0.25, the speaker-count error per recording, and the time.
+cpWER (`meeteval`, installed apart: `pip install meeteval`, it builds with a C compiler) on the calls: tiny.en's words labelled by our turns against the same words labelled by
+the reference turns (the difference is what our labels cost). Speed: a transcription with speakers against
+without (tiny.en, CPU). Memory: peak RSS of diarizing a long recording (`--long-minutes`) in a fresh process.
+
+    python benchmarks/bench_diarize.py [--sets ami calls ...] [--long-minutes 120] [--no-speed] [--no-cpwer]
 
 Prints a Markdown table and the results as JSON; writes the JSON to --out with the machine it ran on.
 """
@@ -18,10 +25,12 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,45 +45,117 @@ from transcription.audio import WavReader, normalize  # noqa: E402
 from transcription.config import Settings  # noqa: E402
 from transcription.diarize import Constraints, load  # noqa: E402
 
+CONVERSATIONS = DATA / "conversations"
 CALL = DATA / "multi_speaker/pyannote_sample"
+STEREO = DATA / "multi_speaker/stereo_two_speakers/stereo_diarization.wav"
+AMI_SCORED_S = 30.0
+SETS = ("assembled", "assembled_telephone", "ami", "calls", "sample", "stereo")
+Turns = list[tuple[str, float, float]]
 
 
-def _annotation(turns):
+@dataclass
+class Recording:
+    name: str
+    source: Path  # as given (the diarizer reads its channels for stereo calls)
+    wav: Path  # normalised 16 kHz mono
+    reference: Turns | None
+
+
+def rttm(path: Path, end: float | None = None) -> Turns:
+    out = []
+    for line in path.read_text().splitlines():
+        p = line.split()
+        a, b = float(p[3]), float(p[3]) + float(p[4])
+        if end is None or a < end:
+            out.append((p[7], a, b if end is None else min(b, end)))
+    return out
+
+
+def recordings(name: str, tmp: Path) -> list[Recording]:
+    if name.startswith("assembled"):
+        out = []
+        for n in (2, 3, 4, 5):
+            wav, ref = conversation(n, tmp, narrowband=name == "assembled_telephone")
+            out.append(Recording(wav.stem, wav, wav, ref))
+        return out
+    if name == "ami":
+        found = sorted((CONVERSATIONS / "ami_openings").glob("*.wav"))
+        pairs = [(w, rttm(w.with_suffix(".rttm"), AMI_SCORED_S)) for w in found]
+    elif name == "calls":
+        pairs = [
+            (w, rttm(w.with_suffix(".rttm"))) for w in sorted((CONVERSATIONS / "harper_valley").glob("*.wav"))
+        ]
+    elif name == "sample":
+        pairs = [(CALL / "sample.wav", rttm(CALL / "sample.rttm"))]
+    else:
+        pairs = [(STEREO, None)]
+    out = []
+    for src, ref in pairs:
+        wav = tmp / f"{name}-{src.stem}.16k.wav"
+        normalize(src, wav)
+        out.append(Recording(src.stem, src, wav, ref))
+    return out
+
+
+def _annotation(turns: Turns, uem_end: float | None = None):
     from pyannote.core import Annotation, Segment
 
     ann = Annotation()
     for i, (speaker, a, b) in enumerate(turns):
-        ann[Segment(a, b), i] = speaker
+        if uem_end is not None:
+            b = min(b, uem_end)
+        if b > a:
+            ann[Segment(a, b), i] = speaker
     return ann
 
 
-def score(reference, result) -> dict:
+def score_set(diarizer, items: list[Recording], constraints: Constraints, scored_end: float | None) -> dict:
+    """DER pooled over the set (the metric accumulates its components), and per recording."""
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    hyp = [(t.speaker, t.start, t.end) for t in result.turns]
-    ref_a, hyp_a = _annotation(reference), _annotation(hyp)
-    out = {}
-    for collar in (0.25, 0.0):
-        metric = DiarizationErrorRate(collar=2 * collar, skip_overlap=False)  # pyannote's collar is the total
-        out[f"der_collar_{collar}"] = round(float(metric(ref_a, hyp_a)), 4)
-    out["speakers_ref"] = len({s for s, _, _ in reference})
-    out["speakers_found"] = len(result.speakers())
-    out["count_error"] = out["speakers_found"] - out["speakers_ref"]
+    metrics = {c: DiarizationErrorRate(collar=2 * c, skip_overlap=False) for c in (0.0, 0.25)}
+    per, seconds, audio_s = [], 0.0, 0.0
+    for rec in items:
+        t0 = time.perf_counter()
+        result = diarizer.diarize(WavReader(rec.wav), constraints, source=rec.source)
+        seconds += time.perf_counter() - t0
+        audio_s += WavReader(rec.wav).duration
+        row = {"recording": rec.name, "method": result.method, "speakers_found": len(result.speakers())}
+        row["warnings"] = result.warnings
+        if rec.reference is not None:
+            hyp = [(t.speaker, t.start, t.end) for t in result.turns]
+            ref_a, hyp_a = _annotation(rec.reference), _annotation(hyp, scored_end)
+            for c, m in metrics.items():
+                row[f"der_collar_{c}"] = round(float(m(ref_a, hyp_a)), 4)
+            row["speakers_ref"] = len({s for s, _, _ in rec.reference})
+            row["count_error"] = row["speakers_found"] - row["speakers_ref"]
+        per.append(row)
+    out: dict = {"recordings": per, "diarize_s": round(seconds, 2), "audio_s": round(audio_s, 1)}
+    if all(r.reference is not None for r in items):
+        for c, m in metrics.items():
+            out[f"der_collar_{c}"] = round(float(abs(m)), 4)
+        acc, total = metrics[0.25].accumulated_, metrics[0.25].accumulated_["total"]
+        for key, name in (
+            ("missed detection", "missed"),
+            ("false alarm", "false_alarm"),
+            ("confusion", "confusion"),
+        ):
+            out[name] = round(float(acc[key] / total), 4)
+        errors = [r["count_error"] for r in per]
+        out["count_errors"] = errors
+        out["count_within_one"] = f"{sum(abs(e) <= 1 for e in errors)}/{len(errors)}"
+        out["count_exact"] = f"{sum(e == 0 for e in errors)}/{len(errors)}"
     return out
 
 
-def call_reference() -> list[tuple[str, float, float]]:
-    out = []
-    for line in (CALL / "sample.rttm").read_text().splitlines():
-        p = line.split()
-        out.append((p[7], float(p[3]), float(p[3]) + float(p[4])))
-    return out
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
 
 
-def word_accuracy(diarizer, tmp: Path, constraints: Constraints) -> dict:
-    """tiny.en's words on the call, each given our speaker; scored against sample.stm's utterances under the
-    best one-to-one mapping of speaker names."""
-    from scipy.optimize import linear_sum_assignment
+def cpwer_calls(diarizer, items: list[Recording]) -> dict:
+    """tiny.en's words on each call given a speaker by our turns, and by the reference turns, each against
+    the human per-speaker transcripts (cpWER, meeteval); pooled over the calls."""
+    from meeteval.wer import wer
 
     from transcription.asr import AsrOptions, Engine
     from transcription.config import load_settings
@@ -83,36 +164,42 @@ def word_accuracy(diarizer, tmp: Path, constraints: Constraints) -> dict:
     settings = load_settings(
         {}, None, {"WHISPER_MODEL": "tiny.en", "WHISPER_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
     )
-    wav = tmp / "call.wav"
-    normalize(CALL / "sample.wav", wav)
-    words = [
-        w
-        for s in Engine.load(settings).transcribe(WavReader(wav), AsrOptions.from_settings(settings)).segments
-        for w in s.words
-    ]
-    result = diarizer.diarize(WavReader(wav), constraints)
-    timeline = _Timeline([{"speaker": t.speaker, "start": t.start, "end": t.end} for t in result.turns])
-    utterances = []
-    for line in (CALL / "sample.stm").read_text().splitlines():
-        p = line.split(maxsplit=5)
-        utterances.append((p[2], float(p[3]), float(p[4])))
-    pairs = []
-    for w in words:
-        mid = (w.start + w.end) / 2
-        owners = {s for s, a, b in utterances if a <= mid <= b}
-        if len(owners) == 1:
-            pairs.append((owners.pop(), timeline.speaker_of(w.start, w.end)))
-    refs = sorted({r for r, _ in pairs})
-    hyps = sorted({h for _, h in pairs if h})
-    counts = np.zeros((len(refs), max(1, len(hyps))))
-    for r, h in pairs:
-        if h:
-            counts[refs.index(r), hyps.index(h)] += 1
-    rows, cols = linear_sum_assignment(-counts)
-    return {
-        "words_scored": len(pairs),
-        "accuracy": round(float(counts[rows, cols].sum() / max(1, len(pairs))), 4),
-    }
+    engine = Engine.load(settings)
+    options = AsrOptions.from_settings(settings)
+    totals = {"ours": [0, 0], "reference_turns": [0, 0]}
+    per = []
+    for rec in items:
+        segments = engine.transcribe(WavReader(rec.wav), options).segments
+        words = [w for s in segments for w in s.words]
+        human: dict[str, list[str]] = {}
+        for seg in sorted(
+            json.loads(rec.source.with_suffix(".transcript.json").read_text()), key=lambda s: s["start_ms"]
+        ):
+            human.setdefault(seg["speaker_role"], []).extend(_words(seg["human_transcript"]))
+        ours = diarizer.diarize(WavReader(rec.wav), Constraints())
+        labels = {
+            "ours": [{"speaker": t.speaker, "start": t.start, "end": t.end} for t in ours.turns],
+            "reference_turns": [
+                {"speaker": s, "start": a, "end": b} for s, a, b in sorted(rec.reference, key=lambda t: t[1])
+            ],
+        }
+        row = {"recording": rec.name}
+        for key, turns in labels.items():
+            timeline = _Timeline(turns)
+            streams: dict[str, list[str]] = {}
+            for w in words:
+                streams.setdefault(timeline.speaker_of(w.start, w.end) or "none", []).extend(_words(w.word))
+            er = wer.cp_word_error_rate(
+                {k: " ".join(v) for k, v in human.items()}, {k: " ".join(v) for k, v in streams.items()}
+            )
+            totals[key][0] += er.errors
+            totals[key][1] += er.length
+            row[key] = round(float(er.error_rate), 4)
+        per.append(row)
+    out = {k: round(e / max(1, n), 4) for k, (e, n) in totals.items()}
+    out["label_cost"] = round(out["ours"] - out["reference_turns"], 4)
+    out["recordings"] = per
+    return out
 
 
 def speed(diarizer, wav: Path) -> dict:
@@ -212,26 +299,42 @@ def machine() -> dict:
     }
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def table(results: dict) -> str:
-    rows = ["| recording | speakers (ref -> found) | DER collar 0.25 | DER collar 0 |", "|---|---|---|---|"]
-
-    def row(name: str, r: dict) -> None:
+    rows = [
+        "| set | recordings | DER collar 0 | DER collar 0.25 | missed / false alarm / confusion | "
+        "count exact (within one) | count errors | diarize time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["sets"].items():
+        n = len(r["recordings"])
+        if "der_collar_0.0" not in r:
+            found = ", ".join(f"{x['speakers_found']} ({x['method']})" for x in r["recordings"])
+            rows.append(
+                f"| {name} | {n} | - | - | - | found {found} | - | {r['diarize_s']} s / {r['audio_s']} s |"
+            )
+            continue
+        parts = f"{_pct(r['missed'])} / {_pct(r['false_alarm'])} / {_pct(r['confusion'])}"
         rows.append(
-            f"| {name} | {r['speakers_ref']} -> {r['speakers_found']} | {100 * r['der_collar_0.25']:.1f}% "
-            f"| {100 * r['der_collar_0.0']:.1f}% |"
+            f"| {name} | {n} | {_pct(r['der_collar_0.0'])} | {_pct(r['der_collar_0.25'])} | {parts} | "
+            f"{r['count_exact']} ({r['count_within_one']}) | {r['count_errors']} | "
+            f"{r['diarize_s']} s / {r['audio_s']} s |"
         )
-
-    for key, r in results["phone_call"].items():
-        if "der_collar_0.25" in r:
-            row(f"phone call, {key.replace('_', ' ')}", r)
-    for band, label in (("assembled", "assembled"), ("assembled_telephone", "assembled, telephone band")):
-        for key, r in results.get(band, {}).items():
-            row(f"{label}, {key.replace('_', ' ')}", r)
     lines = ["\n".join(rows), ""]
-    w = results["phone_call"].get("word_speaker")
-    if w:
+    for key, r in results.get("sample_given_count", {}).items():
         lines.append(
-            f"Word speaker accuracy on the call: {100 * w['accuracy']:.1f}% of {w['words_scored']} words"
+            f"Phone call (sample), {key}: DER {_pct(r['der_collar_0.25'])} (collar 0.25), "
+            f"{_pct(r['der_collar_0.0'])} (collar 0)"
+        )
+    cp = results.get("cpwer_calls")
+    if cp:
+        lines.append(
+            f"cpWER on the calls (tiny.en words): {_pct(cp['ours'])} labelled by our turns, "
+            f"{_pct(cp['reference_turns'])} by the reference turns: "
+            f"labels cost {100 * cp['label_cost']:.1f} points"
         )
     sp = results.get("speed")
     if sp:
@@ -257,30 +360,27 @@ def table(results: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--long-minutes", type=float, default=120.0, help="0 skips the long recording")
     parser.add_argument("--no-speed", action="store_true", help="skip the transcription speed comparison")
+    parser.add_argument("--no-cpwer", action="store_true", help="skip cpWER on the calls (needs meeteval)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "diarize.json")
     args = parser.parse_args()
     diarizer = load(Settings(device="cpu", diarize=True))
-    results: dict = {"machine": machine(), "diarizer": diarizer.name}
+    results: dict = {"machine": machine(), "diarizer": diarizer.name, "sets": {}}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        call = tmp / "call-norm.wav"
-        normalize(CALL / "sample.wav", call)
-        ref = call_reference()
-        results["phone_call"] = {
-            "estimated": score(ref, diarizer.diarize(WavReader(call), Constraints())),
-            "min_speakers_2": score(ref, diarizer.diarize(WavReader(call), Constraints(min=2))),
-            "num_speakers_2": score(ref, diarizer.diarize(WavReader(call), Constraints(num=2))),
-            "word_speaker": word_accuracy(diarizer, tmp, Constraints(min=2)),
-        }
-        for band, narrow in (("assembled", False), ("assembled_telephone", True)):
-            results[band] = {}
-            for n in (2, 3, 4, 5):
-                wav, reference = conversation(n, tmp, narrowband=narrow)
-                results[band][f"{n}_speakers"] = score(
-                    reference, diarizer.diarize(WavReader(wav), Constraints())
-                )
+        items = {s: recordings(s, tmp) for s in args.sets}
+        for s, recs in items.items():
+            end = AMI_SCORED_S if s == "ami" else None
+            results["sets"][s] = score_set(diarizer, recs, Constraints(), end)
+        if "sample" in items:
+            results["sample_given_count"] = {
+                f"{k}_speakers_2": score_set(diarizer, items["sample"], c, None)
+                for k, c in (("min", Constraints(min=2)), ("num", Constraints(num=2)))
+            }
+        if "calls" in items and not args.no_cpwer:
+            results["cpwer_calls"] = cpwer_calls(diarizer, items["calls"])
         if not args.no_speed:
             wav, _ = conversation(5, tmp)
             results["speed"] = speed(diarizer, wav)

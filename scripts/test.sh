@@ -42,8 +42,6 @@ $PY -m pip install -q --upgrade pip
 # installing torch from it first is much smaller, and this line then finds it installed.
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[dev]"
-# The embedded diarizer's weights, without the package's own dependencies (see the Dockerfile).
-$PY -m pip install -q --no-deps "resemblyzer==0.1.4"
 $PY -m ruff check .
 $PY -m ruff format --check .
 $PY -m pytest "$@"

@@ -210,3 +210,53 @@ def test_pyannote_is_refused_clearly_without_its_package(tmp_path: Path) -> None
     with pytest.raises(PyannoteUnavailable, match="no such pipeline folder"):
         pyannote_backend.check(str(tmp_path / "missing"), None, installed=True)
     pyannote_backend.check(str(tmp_path), None, installed=True)
+
+
+CONVERSATIONS = DATA / "conversations"
+
+
+def _rttm(path: Path, end: float | None = None) -> list[tuple[str, float, float]]:
+    out = []
+    for line in path.read_text().splitlines():
+        p = line.split()
+        start, stop = float(p[3]), float(p[3]) + float(p[4])
+        if end is None or start < end:
+            out.append((p[7], start, stop if end is None else min(stop, end)))
+    return out
+
+
+def test_a_real_phone_call_gets_its_two_parties_without_flags(diarizer, tmp_path: Path) -> None:
+    # Both sides of a Harper Valley call on one 8 kHz line: the two voices are as alike in plain d-vectors
+    # as one voice split in two, so only the recording-relative look finds them.
+    call = CONVERSATIONS / "harper_valley" / "03a17cc36d474151"
+    result = diarizer.diarize(_wav(tmp_path, call.with_suffix(".wav")), Constraints())
+    assert len(result.speakers()) == 2, result.speakers()
+    assert der(_rttm(call.with_suffix(".rttm")), result) < 0.10  # measured 0.011 (the old rule: 1 speaker)
+    assert not result.warnings
+
+
+def test_a_meeting_opening_is_counted_within_one(diarizer, tmp_path: Path) -> None:
+    meeting = CONVERSATIONS / "ami_openings" / "trn09"
+    reference = _rttm(meeting.with_suffix(".rttm"), end=30.0)
+    result = diarizer.diarize(_wav(tmp_path, meeting.with_suffix(".wav")), Constraints())
+    assert abs(len(result.speakers()) - len({s for s, _, _ in reference})) <= 1, result.speakers()
+
+
+def test_too_little_speech_is_one_speaker_and_said(diarizer, tmp_path: Path) -> None:
+    # 2.5 s of an LJSpeech clip then 2.5 s of JFK: two voices, but too little speech to count them.
+    clip = np.concatenate([_wav(tmp_path, LJ[0]).read(0.2, 2.2), _wav(tmp_path, JFK).read(7.4, 8.6)])
+    result = diarizer.diarize(clip, Constraints())
+    assert len(result.speakers()) == 1
+    assert any("too little to count speakers" in w for w in result.warnings), result.warnings
+    # A count given is still obeyed (the user knows better than three seconds of audio).
+    assert len(diarizer.diarize(clip, Constraints(num=2)).speakers()) == 2
+
+
+def test_fewer_speakers_than_asked_is_said(diarizer, tmp_path: Path) -> None:
+    voice = _wav(tmp_path, JFK)  # one voice, 11 s: fewer windows than 20 voices would need
+    result = diarizer.diarize(voice, Constraints(num=20))
+    assert len(result.speakers()) < 20
+    assert any("20 speakers asked for" in w for w in result.warnings), result.warnings
+    at_least = diarizer.diarize(voice, Constraints(min=20))
+    assert any("at least 20 speakers asked for" in w for w in at_least.warnings), at_least.warnings
+    assert not diarizer.diarize(voice, Constraints(num=2)).warnings

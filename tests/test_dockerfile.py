@@ -299,8 +299,8 @@ def test_install_steps_build_a_working_cli(df: Dockerfile, tmp_path: Path) -> No
                 assert not script.exists(), "the dependency layer installed the project"
                 assert (app / ".venv" / "bin" / "uvicorn").exists(), "service extra missing"
     assert synced == 2
-    # The embedded diarizer's weights, from the wheel installed without its dependencies.
-    assert list((app / ".venv").glob("lib/python*/site-packages/resemblyzer/pretrained.pt"))
+    # The embedded diarizer's weights, shipped inside the package.
+    assert list((app / ".venv").glob("lib/python*/site-packages/transcription/diarize/voice_encoder.npz"))
     for args in (["--help"], ["serve", "--help"], ["transcribe", "--help"], ["models", "list", "--help"]):
         proc = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr

@@ -221,7 +221,13 @@ RELIES_ON: dict[str, Internal] = {
         "faster_whisper.vad",
         "VadOptions",
         "the batched pipeline's VAD settings",
-        params=("max_speech_duration_s", "min_silence_duration_ms", "speech_pad_ms"),
+        params=(
+            "max_speech_duration_s",
+            "min_silence_duration_ms",
+            "speech_pad_ms",
+            "threshold",
+            "min_speech_duration_ms",
+        ),
     ),
     "get_speech_timestamps": Internal(
         "faster_whisper.vad",
@@ -541,3 +547,19 @@ def silero_session() -> Any:
             "live turn detection needs it"
         )
     return session
+
+
+# ---------------------------------------------------------------- the diarizer's speech finder
+
+
+def diarizer_speech(
+    samples: np.ndarray, threshold: float, min_silence_ms: int, pad_ms: int, min_speech_ms: int
+) -> list[dict[str, int]]:
+    """Silero VAD speech ranges (sample indices) with the diarizer's settings (diarize/speech.py)."""
+    vad = get("VadOptions")(
+        threshold=threshold,
+        min_silence_duration_ms=min_silence_ms,
+        speech_pad_ms=pad_ms,
+        min_speech_duration_ms=min_speech_ms,
+    )
+    return list(get("get_speech_timestamps")(samples, vad_options=vad))

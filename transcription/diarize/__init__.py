@@ -46,6 +46,7 @@ WINDOW_HOP_S = 0.5
 KNOWN_MATCH = 0.75  # a reference names a speaker only when their voices are at least this similar
 MAX_REGION_READ_S = 300.0
 EMBED_BATCH = 256  # windows embedded at a time (about 26 MB of audio)
+MIN_JUDGED_SPEECH_S = 3.0  # less speech than this (under two windows' worth) cannot be told apart by voice
 
 
 class DiarizationError(RuntimeError):
@@ -118,12 +119,24 @@ class Diarizer:
         if not regions:
             return Diarization([], "embedded", ["no speech found: no speakers"])
         centres, vectors, whole = self._embed_windows(audio, regions)
-        labels, centroids = cluster.cluster(vectors, c.num, c.min, c.max, reliable=np.array(whole))
+        warnings: list[str] = []
+        speech_s = sum(e - s for s, e in regions)
+        estimated = c.num is None and (c.min or 1) <= 1
+        if estimated and speech_s < MIN_JUDGED_SPEECH_S:
+            # Too few windows to tell voices apart: one speaker, said so, rather than a guess.
+            labels = np.zeros(len(centres), dtype=int)
+            centroids = cluster.centroids(vectors, labels)
+            warnings.append(
+                f"only {speech_s:.1f} s of speech: too little to count speakers, all of it given to one"
+            )
+        else:
+            labels, centroids = cluster.cluster(vectors, c.num, c.min, c.max, reliable=np.array(whole))
         turns = _turns(regions, centres, labels)
         names = _first_appearance_names(turns)
         out = [Turn(names[lab], s, e) for lab, s, e in turns]
         by_name = {names[lab]: centroids[lab] for lab in names}
-        return Diarization(out, "embedded", [], by_name)
+        warnings += _fewer_than_asked(len(names), c)
+        return Diarization(out, "embedded", warnings, by_name)
 
     def _embed_windows(
         self, audio: WavReader | np.ndarray, regions: list[tuple[float, float]]
@@ -170,6 +183,14 @@ class Diarizer:
         turns = [Turn(names[lab], s, e) for lab, s, e in raw]
         warnings = [] if turns else ["no speech found: no speakers"]
         return Diarization(turns, "pyannote", warnings, {})
+
+
+def _fewer_than_asked(found: int, c: Constraints) -> list[str]:
+    asked = c.num if c.num is not None else c.min
+    if asked is None or found >= asked:
+        return []
+    what = f"{asked} speakers" if c.num is not None else f"at least {asked} speakers"
+    return [f"{what} asked for, but only {found} distinct voices were found in the speech"]
 
 
 def _windows(

@@ -1,12 +1,19 @@
 """Grouping speaker embeddings: how many voices there are, and which window is whose.
 
-The count comes from the voices themselves rather than from an eigengap: the windows are over-clustered
-(spectral clustering into 12-20 groups, more than there are voices), then the two most similar groups are
-merged while their centroids are at least SAME_VOICE alike, and a group too small to trust (MIN_SHARE of the
-windows, at least MIN_WINDOWS) joins its nearest neighbour. Measured in docs/speakers.md: centroids of two
-different voices stay at or below 0.70 (0.64 on wideband speech), while one voice split in two stays at or
-above 0.77, so the threshold sits in that gap. A count outside the allowed range, or a fixed count, is
-clustered directly into that many groups (spectral clustering, k-means on the leading eigenvectors).
+The count comes from the voices, in two looks at the recording. First the plain embeddings: the windows are
+over-clustered (spectral clustering into 12-20 groups, more than there are voices), then the two most
+alike groups are merged while their centroids are at least SAME_VOICE alike. That separates voices from
+different rooms and microphones, and keeps one voice whole across clips and emotions. When it finds one
+voice, the recording gets a second look relative to itself: in one recording every voice shares the room,
+the microphone and the line, so two parties can be as alike as one voice split in two (0.885 on the phone
+call). The windows are centred on the recording's own mean voice and re-normalised, over-clustered the same
+way, and groups are merged while their centred centroids point the same way (cosine above zero: the same
+side of the mean), never when their plain centroids are below DIFFERENT_VOICES. If that leaves exactly two
+groups, each with MIN_PARTY_WINDOWS or more, those are the parties (one voice split by centring mostly falls
+apart into several groups, not two; a short one can split in two, so it asks for more). A group too
+small to trust (MIN_WINDOWS, MIN_SHARE of the windows) joins its nearest neighbour. A count outside the
+allowed range, or a fixed count, is clustered directly into that many groups (spectral clustering, k-means on
+the leading eigenvectors). docs/speakers.md says what each setting was chosen on.
 
 Only windows that lie wholly inside speech are clustered when there are enough of them: a window centred on
 a short burst is mostly the silence around it, and its embedding drifts away from the voice. Only up to
@@ -20,9 +27,12 @@ import numpy as np
 
 MAX_POINTS = 600
 PRUNE_FRACTION = 0.25  # neighbours kept per row of the affinity, as a share of the windows
-SAME_VOICE = 0.74  # centroids at least this alike are one voice (d-vectors; docs/speakers.md)
+SAME_VOICE = 0.74  # plain centroids at least this alike are one voice (d-vectors; docs/speakers.md)
+SAME_SIDE = 0.0  # centred centroids: a positive cosine is the same side of the recording's mean voice
+DIFFERENT_VOICES = 0.70  # plain centroids less alike than this are never merged (docs/speakers.md)
 MIN_WINDOWS = 3  # a voice needs at least this many windows (about 2 s of speech) to be counted on its own
 MIN_SHARE = 0.02  # ... and at least this share of the windows
+MIN_PARTY_WINDOWS = 2 * MIN_WINDOWS  # the second look needs this much of each party (about 3.5 s of speech)
 MAX_GROUPS = 20  # over-clustering never goes beyond this many groups
 
 
@@ -56,7 +66,11 @@ def cluster(
     if low == high:
         labels = _fixed(sample, low, rng)
     else:
-        labels = _estimated(sample, rng, high)
+        labels = _estimated(sample, sample, rng, high, SAME_VOICE)
+        if int(labels.max()) == 0 and high >= 2:
+            parties = _estimated(_centred(sample), sample, rng, high, SAME_SIDE)
+            if int(parties.max()) == 1 and np.bincount(parties).min() >= MIN_PARTY_WINDOWS:
+                labels = parties
         found = int(labels.max()) + 1
         if not low <= found <= high:
             labels = _fixed(sample, min(max(found, low), high), rng)
@@ -73,8 +87,17 @@ def _fixed(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return _kmeans(_spectral(x, k), k, rng)
 
 
-def _estimated(x: np.ndarray, rng: np.random.Generator, high: int) -> np.ndarray:
-    """Labels with as many groups as there are voices: over-cluster, then merge groups of one voice."""
+def _centred(x: np.ndarray) -> np.ndarray:
+    """Unit vectors relative to the recording's mean voice."""
+    centred = x - x.mean(axis=0)
+    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-9)
+
+
+def _estimated(
+    x: np.ndarray, plain: np.ndarray, rng: np.random.Generator, high: int, same: float
+) -> np.ndarray:
+    """Labels with as many groups as there are voices: over-cluster the windows `x` (plain or centred), then
+    merge groups of one voice (`plain`: the same windows as embedded; `same`: the merge threshold on x)."""
     n = x.shape[0]
     min_size = max(MIN_WINDOWS, int(np.ceil(MIN_SHARE * n)))
     start = min(MAX_GROUPS, max(high, 12), n // min_size)
@@ -82,28 +105,44 @@ def _estimated(x: np.ndarray, rng: np.random.Generator, high: int) -> np.ndarray
         return np.zeros(n, dtype=int)
     labels = _kmeans(_spectral(x, start), start, rng)
     labels = np.argmax(x @ _centroids(x, labels, start).T, axis=1)
-    return _finish(x, _merge(x, labels, min_size))[0]
+    return _finish(x, _merge(x, plain, labels, min_size, same))[0]
 
 
-def _merge(x: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
+def _merge(x: np.ndarray, plain: np.ndarray, labels: np.ndarray, min_size: int, same: float) -> np.ndarray:
     """Merge the most alike pair while they sound like one voice; a group under min_size joins its nearest."""
     labels = labels.copy()
     while True:
         present = np.unique(labels)
         if present.size <= 1:
             return labels
-        sizes = np.array([np.count_nonzero(labels == j) for j in present])
-        centroids = _centroids(x, np.searchsorted(present, labels), present.size)
-        sims = centroids @ centroids.T
-        np.fill_diagonal(sims, -np.inf)
+        index = np.searchsorted(present, labels)
+        sizes = np.bincount(index, minlength=present.size)
+        sims = _similarities(_centroids(x, index, present.size))
         smallest = int(np.argmin(sizes))
         if sizes[smallest] < min_size:
             i, j = smallest, int(np.argmax(sims[smallest]))
         else:
-            i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
-            if sims[i, j] < SAME_VOICE:
+            i, j = _one_voice_pair(sims, plain, index, present.size, same)
+            if i < 0:
                 return labels
         labels[labels == present[i]] = present[j]
+
+
+def _one_voice_pair(
+    sims: np.ndarray, plain: np.ndarray, index: np.ndarray, k: int, same: float
+) -> tuple[int, int]:
+    """The pair of groups most alike in `sims` above `same` whose plain centroids are not plainly two
+    voices, or (-1, -1) when there is none."""
+    alike = _similarities(_centroids(plain, index, k))
+    candidates = np.where((sims > same) & (alike >= DIFFERENT_VOICES), sims, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(candidates)), candidates.shape)
+    return (int(i), int(j)) if np.isfinite(candidates[i, j]) else (-1, -1)
+
+
+def _similarities(centroids: np.ndarray) -> np.ndarray:
+    sims = centroids @ centroids.T
+    np.fill_diagonal(sims, -np.inf)
+    return sims
 
 
 def _spectral(x: np.ndarray, k: int) -> np.ndarray:
@@ -161,6 +200,11 @@ def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
             mean = members.mean(axis=0)
             out.append(mean / max(float(np.linalg.norm(mean)), 1e-9))
     return np.array(out, dtype=np.float32).reshape(len(out), x.shape[1])
+
+
+def centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Unit-norm centroids of the groups 0..max(labels)."""
+    return _centroids(x, labels, int(labels.max()) + 1 if labels.size else 0)
 
 
 def _finish(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

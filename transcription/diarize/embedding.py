@@ -1,8 +1,10 @@
-"""Speaker embeddings: the d-vector voice encoder whose weights ship in the `resemblyzer` wheel (Apache-2.0).
+"""Speaker embeddings: the d-vector voice encoder of Resemblyzer 0.1.4 (Resemble AI, Apache-2.0).
 
 The network (3-layer LSTM over 40 mel bands, a linear layer, ReLU, unit norm) and its input (a power mel
-spectrogram, 25 ms windows every 10 ms, Slaney mel scale) are rebuilt here so that only the weights file of
-the wheel is used: importing the package itself would pull librosa and webrtcvad, which needs a compiler.
+spectrogram, 25 ms windows every 10 ms, Slaney mel scale) are rebuilt here, and its weights ship with this
+package (`voice_encoder.npz`, the network's tensors from the wheel's `pretrained.pt`; licence and notice in
+`voice_encoder.LICENSE`, `voice_encoder.NOTICE`): the resemblyzer package itself would pull librosa and
+webrtcvad, which needs a compiler, so installing it cannot be part of one `pip install`.
 """
 
 from __future__ import annotations
@@ -20,27 +22,20 @@ N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 40
 WINDOW_FRAMES = 160  # 1.6 s: the length the encoder was trained on
-WEIGHTS_PACKAGE = "resemblyzer==0.1.4"
-INSTALL_HINT = f"pip install --no-deps {WEIGHTS_PACKAGE}"
+WEIGHTS = Path(__file__).with_name("voice_encoder.npz")
 
 
 class EmbeddingModelMissing(UsageError, RuntimeError):
-    """The embedded diarizer's weights are not installed."""
+    """The embedded diarizer cannot run here (torch missing, or a broken install without its weights)."""
 
 
 def weights_path() -> Path:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        path = Path(str(distribution("resemblyzer").locate_file("resemblyzer/pretrained.pt")))
-    except PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
+    if not WEIGHTS.is_file():
         raise EmbeddingModelMissing(
-            "the embedded diarizer's weights (the resemblyzer wheel) are not installed; "
-            f"install them with `{INSTALL_HINT}` (the image and scripts/test.sh do)"
+            f"the embedded diarizer's weights ({WEIGHTS}) are missing: this installation of slower-whisper "
+            "is incomplete; reinstall it (pip install --force-reinstall 'slower-whisper[diarize]')"
         )
-    return path
+    return WEIGHTS
 
 
 @functools.cache
@@ -116,9 +111,9 @@ class VoiceEncoder:
                 raw = torch.relu(self.linear(hidden[-1]))
                 return raw / torch.clamp(torch.norm(raw, dim=1, keepdim=True), min=1e-9)
 
-        checkpoint = torch.load(weights_path(), map_location="cpu", weights_only=True)
+        with np.load(weights_path()) as stored:
+            state = {k: torch.from_numpy(stored[k]) for k in stored.files}
         net = _Net()
-        state = {k: v for k, v in checkpoint["model_state"].items() if not k.startswith("similarity_")}
         net.load_state_dict(state, strict=True)
         self.device = device
         self.net = net.to(device).eval()

@@ -1,4 +1,5 @@
-"""Where someone speaks: Silero VAD (the copy faster-whisper ships) over the WAV, one block at a time."""
+"""Where someone speaks: Silero VAD (the copy faster-whisper ships, through fw_internals) over the WAV, one
+block at a time."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from transcription.audio import SAMPLE_RATE, WavReader
 
 BLOCK_S = 120.0  # VAD runs on 2-minute blocks: memory stays flat (and small) on a 2-hour recording
 MIN_SPEECH_S = 0.25
+THRESHOLD = 0.35  # Silero speech probability; 0.5 missed a fifth of the AMI speech (docs/speakers.md)
 
 
 def speech_regions(audio: WavReader | np.ndarray) -> list[tuple[float, float]]:
     """Speech as (start, end) seconds, sorted, merged across block edges."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    from transcription import fw_internals
 
     total = audio.frames if isinstance(audio, WavReader) else int(audio.shape[0])
-    options = VadOptions(min_silence_duration_ms=300, speech_pad_ms=100, min_speech_duration_ms=200)
     regions: list[tuple[float, float]] = []
     block = int(BLOCK_S * SAMPLE_RATE)
     for first in range(0, total, block):
@@ -25,7 +26,7 @@ def speech_regions(audio: WavReader | np.ndarray) -> list[tuple[float, float]]:
             if isinstance(audio, WavReader)
             else np.asarray(audio[first:last], dtype=np.float32)
         )
-        for ts in get_speech_timestamps(chunk, options):
+        for ts in fw_internals.diarizer_speech(chunk, THRESHOLD, 300, 100, 200):
             start, end = (first + ts["start"]) / SAMPLE_RATE, (first + ts["end"]) / SAMPLE_RATE
             if regions and start - regions[-1][1] < 0.05:
                 regions[-1] = (regions[-1][0], end)
