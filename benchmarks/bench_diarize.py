@@ -11,7 +11,8 @@ Sets (`../shared/data`, see conversations/SOURCES.md; benchmarks/assemble.py reb
 Per set, pooled over its recordings: DER with pyannote.metrics at collar 0 and +-0.25 s (overlap scored),
 missed speech / false alarm / confusion at collar 0.25, the speaker-count error per recording, and the time.
 cpWER (`meeteval`, installed apart: `pip install meeteval`, which builds with a C compiler) on the calls:
-tiny.en's words labelled by our turns against the same words labelled by the reference turns (the difference is what our labels cost). Speed: a transcription with speakers against
+tiny.en's words labelled by our turns against the same words labelled by the reference turns (the
+difference is what our labels cost). Speed: a transcription with speakers against
 without (tiny.en, CPU). Memory: peak RSS of diarizing a long recording (`--long-minutes`) in a fresh process.
 
     python benchmarks/bench_diarize.py [--sets ami calls ...] [--long-minutes 120] [--no-speed] [--no-cpwer]
