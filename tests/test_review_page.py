@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import test_service_support as support
+import service_support as support
 from conftest import DATA, ffmpeg
-from test_service_support import Server
+from service_support import Server
 
 from transcription import schema
 from transcription.service.headers import PAGE_POLICY
