@@ -9,7 +9,7 @@ from transcription.audio import SAMPLE_RATE, WavReader
 
 BLOCK_S = 120.0  # VAD runs on 2-minute blocks: memory stays flat (and small) on a 2-hour recording
 MIN_SPEECH_S = 0.25
-THRESHOLD = 0.35  # Silero speech probability; 0.5 missed a fifth of the AMI speech (docs/speakers.md)
+THRESHOLD = 0.5  # Silero speech probability (0.35 was tried: docs/speakers.md)
 
 
 def speech_regions(audio: WavReader | np.ndarray) -> list[tuple[float, float]]:
