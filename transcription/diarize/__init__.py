@@ -21,6 +21,7 @@ import numpy as np
 
 from transcription import hardware
 from transcription.audio import SAMPLE_RATE, WavReader
+from transcription.speakers import first_appearance
 
 from . import cluster, speech, stereo
 from .embedding import HOP, WINDOW_FRAMES, EmbeddingModelMissing, VoiceEncoder
@@ -79,7 +80,7 @@ class Diarization:
     centroids: dict[str, np.ndarray] = field(default_factory=dict)
 
     def speakers(self) -> list[str]:
-        return list(dict.fromkeys(t.speaker for t in sorted(self.turns, key=lambda t: t.start)))
+        return first_appearance(t.speaker for t in sorted(self.turns, key=lambda t: t.start))
 
 
 class Diarizer:
@@ -262,11 +263,9 @@ def _region_of(regions: list[tuple[float, float]], t: float) -> int:
 
 
 def _first_appearance_names(turns: list[tuple[Any, float, float]]) -> dict[Any, str]:
-    names: dict[Any, str] = {}
-    for label, _, _ in sorted(turns, key=lambda t: (t[1], t[2])):
-        if label not in names:
-            names[label] = f"SPEAKER_{len(names):02d}"
-    return names
+    """SPEAKER_00, SPEAKER_01, ... for the labels in the order they are first heard."""
+    order = first_appearance(label for label, _, _ in sorted(turns, key=lambda t: (t[1], t[2])))
+    return {label: f"SPEAKER_{i:02d}" for i, label in enumerate(order)}
 
 
 def name_speakers(result: Diarization, references: dict[str, np.ndarray], diarizer: Diarizer) -> Diarization:
