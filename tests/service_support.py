@@ -227,6 +227,18 @@ class CallbackReceiver:
         self.server.server_close()
 
 
+def post_audio(server: Server, audio: Path, fields: dict, endpoint: str = "transcriptions") -> httpx.Response:
+    """One multipart upload of `audio` with form `fields` to /v1/audio/<endpoint>."""
+    with audio.open("rb") as fh:
+        return httpx.post(
+            f"{server.url}/v1/audio/{endpoint}",
+            files={"file": (audio.name, fh)},
+            data=fields,
+            headers=server.headers(),
+            timeout=300,
+        )
+
+
 def wait_job(server: Server, job_id: str, timeout: float = 120) -> dict:
     """The job's record once it has succeeded or failed."""
     deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import DATA
-from service_support import Server, make_server, openai_client, serve_module, stream_all
+from service_support import Server, make_server, openai_client, post_audio, serve_module, stream_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.needs_data]
 
@@ -51,20 +51,9 @@ def base_server(tmp_path_factory: pytest.TempPathFactory):
     yield from serve_module(server)
 
 
-def _post(server: Server, path: Path, **data: str) -> httpx.Response:
-    with path.open("rb") as fh:
-        return httpx.post(
-            f"{server.url}/v1/audio/transcriptions",
-            files={"file": (path.name, fh)},
-            data=data,
-            headers=server.headers(),
-            timeout=300,
-        )
-
-
 def test_each_part_in_its_own_language(base_server: Server, mixed) -> None:
     path, spans = mixed
-    r = _post(base_server, path, response_format="slower_whisper_json")
+    r = post_audio(base_server, path, {"response_format": "slower_whisper_json"})
     assert r.status_code == 200, r.text
     doc = r.json()
     for language, start, end, word in spans:

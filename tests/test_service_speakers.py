@@ -36,14 +36,7 @@ def _wav_data_url(path: Path, start_s: float, end_s: float) -> str:
 
 
 def _post_transcription(server: Server, fields: dict, audio: Path = CALL, endpoint: str = "transcriptions"):
-    with audio.open("rb") as fh:
-        return httpx.post(
-            f"{server.url}/v1/audio/{endpoint}",
-            files={"file": (audio.name, fh)},
-            data=fields,
-            headers=server.headers(),
-            timeout=300,
-        )
+    return support.post_audio(server, audio, fields, endpoint)
 
 
 def test_diarized_json_with_the_openai_client(main_server: Server) -> None:
