@@ -1,7 +1,8 @@
 """Live sessions against clients that break the rules (issue 23): a client that never reads, deeply nested
-JSON, a message too large for a WebSocket frame, misspelt session fields, and a turn whose text takes
-longer than the idle timeout. Real servers on loopback (tiny.en), real clients: `websockets`, and for the
-client that never reads a raw socket speaking the WebSocket framing itself.
+JSON, a message too large for a WebSocket frame, misspelt session fields, a turn whose text takes longer
+than the idle timeout, and requests that fill the threads other work runs on. Real servers on loopback
+(tiny.en), real clients: `websockets`, and for the client that never reads a raw socket speaking the
+WebSocket framing itself.
 """
 
 from __future__ import annotations
@@ -14,16 +15,24 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import service_support as support
+import uvicorn
 import websockets
-from conftest import DATA
+from conftest import DATA, tiny_env
 from service_support import JFK, Server
 from test_realtime import COMPLETED, RATE, append, events_until, no_sessions, of, pcm24, wait_metric, ws_url
+from test_service_speakers import CALL, _wav_data_url
+
+from transcription.config import load_settings
+from transcription.service import create_app
+from transcription.service.realtime.transport import LiveWebSocketProtocol
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 
@@ -337,3 +346,82 @@ def test_the_idle_clock_waits_for_a_committed_turns_text(quick_idle: Server) -> 
     assert "ask not what your country" in of(events, COMPLETED)[0]["transcript"].lower()
     assert of(events, "error")[-1]["error"]["code"] == "session_idle_timeout"
     assert kinds.index(COMPLETED) < len(kinds) - 1
+
+
+# ------------------------------------------------------------------ threads of their own
+
+
+def test_live_sessions_and_references_never_wait_for_asyncio_default_threads(tmp_path: Path) -> None:
+    """The server in this process (uvicorn on loopback, as `serve` runs it), with every thread of asyncio's
+    default executor held busy, as uploads decoding speaker references used to hold them: a live session
+    still gets its turn's text, its audio processed on the live sessions' own threads, and an upload with a
+    reference still gets its answer. Both used to wait for those threads (a live turn's latency went from
+    0.03 s to 9.5 s with 12 uploads carrying references)."""
+    settings = load_settings({}, None, tiny_env(tmp_path, ENABLE_EMOTION="false", SLOWER_WHISPER_WORKERS="1"))
+    app = create_app(settings)
+    port = support.free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, ws=LiveWebSocketProtocol)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    release = threading.Event()
+    try:
+        deadline = time.monotonic() + support.READY_TIMEOUT_S
+        while not _ready(port):
+            assert time.monotonic() < deadline and thread.is_alive(), "the in-process server did not start"
+            time.sleep(0.1)
+        loop = app.state.service.loop
+        held = threading.Semaphore(0)
+
+        def hold() -> None:
+            held.release()
+            release.wait()
+
+        def fill() -> None:
+            for _ in range(64):  # more than the default executor's threads (at most 32)
+                loop.run_in_executor(None, hold)
+
+        loop.call_soon_threadsafe(fill)
+        assert held.acquire(timeout=30)  # the default threads are busy from now on
+        speech = pcm24(JFK)
+
+        async def talk() -> list[dict]:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/v1/realtime", max_size=None) as ws:
+                await ws.recv()
+                await ws.send(
+                    json.dumps({"type": "transcription_session.update", "session": {"turn_detection": None}})
+                )
+                await ws.send(append(speech))
+                await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+                return await events_until(ws, lambda ev: bool(of(ev, COMPLETED)), timeout=90)
+
+        events = asyncio.run(talk())
+        completed = of(events, COMPLETED)
+        assert completed, [e["type"] for e in events]
+        assert "country" in completed[0]["transcript"].lower()
+        names = {t.name for t in threading.enumerate()}
+        assert any(name.startswith("live-audio") for name in names), names
+        with JFK.open("rb") as fh:
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/v1/audio/transcriptions",
+                files={"file": ("jfk.flac", fh)},
+                data={
+                    "response_format": "diarized_json",
+                    "known_speaker_names[]": "Diane",
+                    "known_speaker_references[]": _wav_data_url(CALL, 10.6, 14.6),
+                },
+                timeout=120,
+            )
+        assert r.status_code == 200, r.text
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(60)
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
