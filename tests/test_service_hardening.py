@@ -1,11 +1,14 @@
 """What a careless or hostile client finds on the service: slow uploads, the API description, the page's
-headers, languages an English-only model cannot transcribe."""
+headers, languages an English-only model cannot transcribe, speaker references too many or too long."""
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -111,3 +114,79 @@ def test_an_english_only_model_refuses_another_language_per_request(server: Serv
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "language"
     assert "English-only" in r.json()["error"]["message"]
+
+
+# ------------------------------------------------------------------ speaker references
+
+
+def _reference_part(name: str, value: str) -> bytes:
+    return f'--b\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def test_reference_fields_past_the_limit_are_refused_as_they_arrive(server: Server) -> None:
+    """A fifth reference field is refused when it begins, while the client is still sending: no more than
+    four are ever held (62 fields of 4 MiB used to be read whole before the count was checked). The body
+    stops after the fifth field's headers and never ends; the answer comes all the same (it used to be
+    the 408 of an upload that stalls)."""
+    clip = "data:audio/wav;base64," + "A" * 1000
+    body = _reference_part("diarize", "true")
+    for i in range(4):
+        body += _reference_part("known_speaker_names[]", f"Speaker {i}")
+        body += _reference_part("known_speaker_references[]", clip)
+    body += b'--b\r\nContent-Disposition: form-data; name="known_speaker_references[]"\r\n\r\ndata:'
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            (
+                "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000000\r\n"
+                f"Authorization: Bearer {API_KEYS[0]}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            ).encode()
+            + body
+        )
+        sock.settimeout(IDLE_TIMEOUT_S + 30)
+        answer = ""
+        while "}}" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk.decode("latin-1")
+    assert answer.startswith("HTTP/1.1 400"), answer[:300]
+    assert "at most 4 known speakers" in answer and "known_speaker_references" in answer
+
+
+@pytest.fixture(scope="module")
+def long_silence(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """39 hours of silence as FLAC in 260 KB (long blocks of a constant): a tiny upload, a huge decode."""
+    path = tmp_path_factory.mktemp("silence") / "39h.flac"
+    subprocess.run(
+        [
+            "ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=4000:cl=mono",
+            "-t", str(39 * 3600), "-c:a", "flac", "-sample_fmt", "s16", "-frame_size", "65535", str(path),
+        ],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    return path
+
+
+def test_a_long_reference_is_refused_after_ten_seconds_of_decoding(
+    server: Server, long_silence: Path
+) -> None:
+    """A reference clip is decoded only as far as its 10 s limit, in the request's worker: 39 hours of
+    silence used to be decoded whole (4.5 GB written to the upload folder) and ended in a 500 (`wave`
+    cannot write a file that long)."""
+    clip = "data:audio/flac;base64," + base64.b64encode(long_silence.read_bytes()).decode()
+    with JFK.open("rb") as fh:
+        r = httpx.post(
+            f"{server.url}/v1/audio/transcriptions",
+            files={"file": ("jfk.flac", fh)},
+            data={
+                "response_format": "diarized_json",
+                "known_speaker_names[]": "Silent",
+                "known_speaker_references[]": clip,
+            },
+            headers=server.headers(),
+            timeout=120,
+        )
+    assert r.status_code == 400, r.text[:500]
+    error = r.json()["error"]
+    assert error["code"] == "invalid_speaker_reference" and "more than 10 s" in error["message"], error
+    assert "Silent" in error["message"]
+    assert server.uploads_left() == []

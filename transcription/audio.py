@@ -1,13 +1,18 @@
 """Decode any audio or video to 16 kHz mono PCM WAV, streaming, and read it back in bounded windows.
 
 The normalised WAV is the one decode of a file: Stage 1 and Stage 2 both read their samples from it, and
-it is read back in windows, so a two-hour recording never has to sit in memory whole.
+it is read back in windows, so a two-hour recording never has to sit in memory whole. A short clip held in
+memory (a speaker reference) is decoded with a bound instead (`decode_clip`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import wave
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +27,6 @@ class DecodeError(Exception):
 
 def normalize(src: Path, dest_wav: Path) -> float:
     """Decode `src` into 16 kHz mono 16-bit WAV at `dest_wav`, atomically; return the duration in seconds."""
-    import av  # PyAV: FFmpeg's decoders in-process, so any format ffmpeg reads works here
-
     src = Path(src)
     try:
         size = src.stat().st_size
@@ -32,46 +35,84 @@ def normalize(src: Path, dest_wav: Path) -> float:
     if size == 0:
         raise DecodeError(f"{src.name} is empty (0 bytes)")
     frames = 0
-    try:
-        container = av.open(str(src), mode="r", metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise DecodeError(f"{src.name} is not a readable audio or video file ({_why(exc)})") from None
-    try:
-        if not container.streams.audio:
-            raise DecodeError(f"{src.name} has no audio stream")
-        stream = container.streams.audio[0]
-        stream.thread_type = "AUTO"
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        with atomic_writer(dest_wav, "wb") as fh, wave.open(fh, "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(SAMPLE_RATE)
-            try:
-                for packet in container.demux(stream):
-                    for frame in packet.decode():
-                        frames += _write(out, resampler.resample(frame))
-                frames += _write(out, resampler.resample(None))
-            except av.FFmpegError as exc:
-                if frames == 0:
-                    raise DecodeError(f"{src.name} could not be decoded ({_why(exc)})") from None
-                raise DecodeError(
-                    f"{src.name} is damaged: decoding failed after {frames / SAMPLE_RATE:.1f} s ({_why(exc)})"
-                ) from None
-            if frames == 0:
-                raise DecodeError(f"{src.name} contains no audio samples")
-    finally:
-        container.close()
+    with (
+        _audio_stream(str(src), src.name) as (container, stream),
+        atomic_writer(dest_wav, "wb") as fh,
+        wave.open(fh, "wb") as out,
+    ):
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        for pcm in _pcm16(container, stream, src.name):
+            out.writeframesraw(pcm.tobytes())
+            frames += pcm.shape[0]
     return frames / SAMPLE_RATE
 
 
-def _write(out: wave.Wave_write, frames: list) -> int:
-    n = 0
+def decode_clip(data: bytes, name: str, max_s: float) -> np.ndarray:
+    """`data` (audio in any format ffmpeg reads) as 16 kHz mono float32 in [-1, 1], decoding no more than
+    `max_s` seconds and one frame: a clip that is too long is known without decoding all of it."""
+    if not data:
+        raise DecodeError(f"{name} is empty (0 bytes)")
+    limit = int(max_s * SAMPLE_RATE)
+    parts: list[np.ndarray] = []
+    frames = 0
+    with _audio_stream(io.BytesIO(data), name) as (container, stream):
+        for pcm in _pcm16(container, stream, name):
+            parts.append(pcm)
+            frames += pcm.shape[0]
+            if frames > limit:
+                break
+    return np.concatenate(parts).astype(np.float32) / 32768.0
+
+
+@contextlib.contextmanager
+def _audio_stream(source: Any, name: str) -> Iterator[tuple[Any, Any]]:
+    """The container and first audio stream of `source` (a path or a file object), closed after."""
+    import av  # PyAV: FFmpeg's decoders in-process, so any format ffmpeg reads works here
+
+    try:
+        container = av.open(source, mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(f"{name} is not a readable audio or video file ({_why(exc)})") from None
+    try:
+        if not container.streams.audio:
+            raise DecodeError(f"{name} has no audio stream")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        yield container, stream
+    finally:
+        container.close()
+
+
+def _pcm16(container: Any, stream: Any, name: str) -> Iterator[np.ndarray]:
+    """The stream's audio as 16 kHz mono int16 arrays, in order."""
+    import av
+
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    frames = 0
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                for pcm in _arrays(resampler.resample(frame)):
+                    frames += pcm.shape[0]
+                    yield pcm
+        for pcm in _arrays(resampler.resample(None)):
+            frames += pcm.shape[0]
+            yield pcm
+    except av.FFmpegError as exc:
+        if frames == 0:
+            raise DecodeError(f"{name} could not be decoded ({_why(exc)})") from None
+        raise DecodeError(
+            f"{name} is damaged: decoding failed after {frames / SAMPLE_RATE:.1f} s ({_why(exc)})"
+        ) from None
+    if frames == 0:
+        raise DecodeError(f"{name} contains no audio samples")
+
+
+def _arrays(frames: list) -> Iterator[np.ndarray]:
     for frame in frames:
-        data = frame.to_ndarray()
-        pcm = np.ascontiguousarray(data.reshape(-1), dtype="<i2")
-        out.writeframesraw(pcm.tobytes())
-        n += pcm.shape[0]
-    return n
+        yield np.ascontiguousarray(frame.to_ndarray().reshape(-1), dtype="<i2")
 
 
 def _why(exc: BaseException) -> str:

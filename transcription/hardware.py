@@ -135,6 +135,12 @@ def diarization_workers() -> int:
     return max(1, min(4, usable_cpus() // 2))
 
 
+def live_audio_threads(max_sessions: int) -> int:
+    """Threads for the service's live audio processing (resampling, turn detection). Each session processes
+    its audio in order, one task at a time, so one per session: none ever waits for another's."""
+    return max(1, max_sessions)
+
+
 def live_decode_threads(packing: bool, max_sessions: int, engine_workers: int) -> int:
     """Threads for the service's live decodes. With packing each only waits on the packer, so one per
     session may wait at once; otherwise each runs the engine, so one per engine worker."""

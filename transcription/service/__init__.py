@@ -17,6 +17,7 @@ from transcription.config import Settings
 
 from .app import create_app
 from .realtime.hub import LiveHub
+from .realtime.transport import MAX_FRAME_BYTES, LiveWebSocketProtocol
 from .state import GRACE_S, Service
 
 __all__ = ["create_app", "serve"]
@@ -119,6 +120,8 @@ def _run(settings: Settings, host: str, port: int, sock: socket.socket) -> int:
         server_header=False,
         timeout_graceful_shutdown=int(REQUEST_GRACE_S),
         lifespan="on",
+        ws=LiveWebSocketProtocol,
+        ws_max_size=MAX_FRAME_BYTES,
     )
     server = _Server(config)
     try:

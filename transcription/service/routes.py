@@ -136,15 +136,15 @@ async def _audio(request: Request, svc: Service, task: str) -> Response:
             speaker_options.parse(upload, svc.settings, response_format),
             task,
         )
-        # Reference clips are decoded before a worker is taken: a bad one is a 400 that costs no place.
-        known = await asyncio.to_thread(speaker_options.known_speakers, upload, tmp)
+        # Reference fields are checked now; their clips are decoded in the worker, inside admission.
+        references = speaker_options.references(upload)
         label = upload.filename or "upload"
         ticket = work.admit(svc)
 
         def run(**hooks: Any) -> dict[str, Any]:
             try:
                 return work.transcribe(
-                    svc, tmp / "input", tmp / "audio.wav", label, asked, known_speakers=known, **hooks
+                    svc, tmp / "input", tmp / "audio.wav", label, asked, references=references, **hooks
                 )
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

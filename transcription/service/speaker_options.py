@@ -1,13 +1,15 @@
-"""Speakers in requests: the `diarize` and speaker-count fields, and OpenAI's known-speaker references."""
+"""Speakers in requests: the `diarize` and speaker-count fields, and OpenAI's known-speaker references.
+
+References are read in two steps: `references` checks the fields as the request is parsed (names, counts,
+the data URLs' form: cheap), and `decode_references` decodes the clips in the request's worker, inside its
+admission like the rest of its audio, and never more than 10 s of each however long a clip is."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import dataclasses
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,10 +18,10 @@ from transcription import audio, speakers
 from transcription.config import MAX_SPEAKERS, ConfigError, Settings, check_speaker_counts
 
 from .errors import ApiError
-from .uploads import Upload
+from .uploads import MAX_KNOWN_SPEAKERS, Upload
 
-MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API
 REFERENCE_MIN_S, REFERENCE_MAX_S = 2.0, 10.0
+_SLACK_S = 0.05  # a "10 s" clip cut by an editor may be a few samples longer
 _NO_WHITESPACE = str.maketrans("", "", " \t\r\n\f\v")
 
 
@@ -77,13 +79,21 @@ def parse(upload: Upload, settings: Settings, response_format: str) -> SpeakerOp
     return options
 
 
-def known_speakers(upload: Upload, scratch: Path) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Reference:
+    """A known speaker: the name given, and the clip of the voice (audio bytes in any format)."""
+
+    name: str
+    clip: bytes
+
+
+def references(upload: Upload) -> list[Reference]:
     """OpenAI's `known_speaker_names[]` with `known_speaker_references[]` (data URLs of 2-10 s clips in any
-    format ffmpeg reads), decoded to 16 kHz mono; a clip that cannot be used is a 400 naming it."""
+    format ffmpeg reads), checked but not decoded; a field that cannot be used is a 400 naming it."""
     names = _names(upload)
     refs = _references(upload)
     if not names and not refs:
-        return {}
+        return []
     if len(names) != len(refs):
         raise ApiError(
             400,
@@ -96,7 +106,7 @@ def known_speakers(upload: Upload, scratch: Path) -> dict[str, np.ndarray]:
         raise ApiError(
             400, f"at most {MAX_KNOWN_SPEAKERS} known speakers", "invalid_value", param="known_speaker_names"
         )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Reference] = {}
     for raw_name, ref in zip(names, refs, strict=True):
         try:
             name = speakers.clean_name(raw_name)
@@ -111,7 +121,25 @@ def known_speakers(upload: Upload, scratch: Path) -> dict[str, np.ndarray]:
             raise ApiError(400, f"known speaker name {raw_name!r}: {exc}", "invalid_value") from None
         if name in out:
             raise ApiError(400, f"known speaker {name!r} is named twice", "invalid_value")
-        out[name] = _decode_reference(name, ref, scratch)
+        out[name] = Reference(name, _clip(name, ref))
+    return list(out.values())
+
+
+def decode_references(refs: list[Reference]) -> dict[str, np.ndarray]:
+    """The clips as 16 kHz mono, each decoded no further than its limit; one that is not 2-10 s of audio is
+    a 400 naming it. Runs in the request's worker thread."""
+    out: dict[str, np.ndarray] = {}
+    for ref in refs:
+        try:
+            pcm = audio.decode_clip(ref.clip, "the clip", REFERENCE_MAX_S + _SLACK_S)
+        except audio.DecodeError:
+            raise _refused(ref.name, "the clip is not decodable audio") from None
+        duration = pcm.shape[0] / audio.SAMPLE_RATE
+        if duration > REFERENCE_MAX_S + _SLACK_S:
+            raise _refused(ref.name, "the clip lasts more than 10 s; it must last 2 to 10 seconds")
+        if duration < REFERENCE_MIN_S:
+            raise _refused(ref.name, f"the clip lasts {duration:.1f} s; it must last 2 to 10 seconds")
+        out[ref.name] = pcm
     return out
 
 
@@ -127,33 +155,24 @@ def _names(upload: Upload) -> list[str]:
     return upload.get_all("known_speaker_names[]") + upload.get_all("known_speaker_names")
 
 
-def _decode_reference(name: str, data_url: str, scratch: Path) -> np.ndarray:
-    def refused(why: str) -> ApiError:
-        return ApiError(
-            400,
-            f"known speaker reference for {name!r}: {why}",
-            "invalid_speaker_reference",
-            param="known_speaker_references",
-        )
+def _refused(name: str, why: str) -> ApiError:
+    return ApiError(
+        400,
+        f"known speaker reference for {name!r}: {why}",
+        "invalid_speaker_reference",
+        param="known_speaker_references",
+    )
 
+
+def _clip(name: str, data_url: str) -> bytes:
     header, comma, payload = data_url.strip().partition(",")
     if not comma or not header.lower().startswith("data:") or not header.lower().endswith(";base64"):
-        raise refused("expected a base64 data URL (data:audio/...;base64,...)")
+        raise _refused(name, "expected a base64 data URL (data:audio/...;base64,...)")
     try:
         # Standard whitespace is allowed inside: `base64` and MIME wrap their lines.
-        raw = base64.b64decode(payload.translate(_NO_WHITESPACE), validate=True)
+        return base64.b64decode(payload.translate(_NO_WHITESPACE), validate=True)
     except (binascii.Error, ValueError):
-        raise refused("the data URL is not valid base64") from None
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        src, wav = Path(tmp) / "reference", Path(tmp) / "reference.wav"
-        src.write_bytes(raw)
-        try:
-            duration = audio.normalize(src, wav)
-        except audio.DecodeError:
-            raise refused("the clip is not decodable audio") from None
-        if not REFERENCE_MIN_S <= duration <= REFERENCE_MAX_S + 0.05:
-            raise refused(f"the clip lasts {duration:.1f} s; it must last 2 to 10 seconds")
-        return audio.WavReader(wav).read()
+        raise _refused(name, "the data URL is not valid base64") from None
 
 
 def _count(raw: str | None, name: str) -> int | None:

@@ -30,6 +30,7 @@ FIELD_LIMIT = 64 * 1024  # bytes per non-file field
 # A known speaker's reference clip is a data URL of 2-10 s of audio in any format: up to a few MiB.
 REFERENCE_FIELDS = ("known_speaker_references", "known_speaker_references[]")
 REFERENCE_LIMIT = 4 * 1024 * 1024
+MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API; refused as the fields arrive, so at most this many are held
 FIELDS_MAX = 64
 # After a rejected upload we keep reading (and discarding) a bounded amount, like nginx's lingering close, so
 # that a client that writes its whole body before reading (httpx, the openai client) sees our 413 rather
@@ -114,6 +115,16 @@ class _Receiver:
         name = params.get(b"name")
         self._name = name.decode("utf-8", "replace") if name is not None else None
         filename = params.get(b"filename")
+        if self._name in REFERENCE_FIELDS and self._references() >= MAX_KNOWN_SPEAKERS:
+            self._fail(
+                ApiError(
+                    400,
+                    f"at most {MAX_KNOWN_SPEAKERS} known speakers",
+                    "invalid_value",
+                    param="known_speaker_references",
+                )
+            )
+            return
         if self._name == self.file_field and filename is not None:
             if self._fh is not None:
                 self._fail(ApiError(400, "only one 'file' part is allowed", "invalid_request", param="file"))
@@ -122,6 +133,9 @@ class _Receiver:
             self.upload.filename = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name
             self.upload.file_path = self.dest
             self._fh = open(self.dest, "wb")  # noqa: SIM115 - closed in close()
+
+    def _references(self) -> int:
+        return sum(len(self.upload.get_all(name)) for name in REFERENCE_FIELDS)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self.error is not None or self.too_large:

@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
 from starlette.requests import ClientDisconnect, Request
 
-from . import access
+from . import access, speaker_options
 from .errors import ApiError
 from .scheduler import QueueFull, ShuttingDown, Ticket
+from .speaker_options import Reference
 from .state import Service
 
 if TYPE_CHECKING:
@@ -43,16 +43,18 @@ def transcribe(
     *,
     on_decoded: Callable[[], None] | None = None,
     on_segment: Callable[[Segment], None] | None = None,
-    known_speakers: dict[str, np.ndarray] | None = None,
+    references: Sequence[Reference] = (),
 ) -> dict[str, Any]:
     """Runs in a worker thread: one upload's Stage 1 (and Stage 2 when asked) into a finished document.
 
     A streamed request hears when the upload has been decoded (`on_decoded`) and each segment as it is
     decoded (`on_segment`); the document is the same either way. With speakers asked for (the request's
-    speaker fields, or the server's ENABLE_DIARIZATION), `known_speakers` name them from reference clips."""
+    speaker fields, or the server's ENABLE_DIARIZATION), `references` name them from their clips, decoded
+    here first: inside the request's place, like the rest of its audio (a bad clip is its 400)."""
     from transcription import per_file, speakers
     from transcription.asr import AsrOptions
 
+    known_speakers = speaker_options.decode_references(list(references)) if references else None
     settings = request.settings_for(svc.settings)
     opts = request.options
     start = time.perf_counter()

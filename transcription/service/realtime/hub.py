@@ -1,5 +1,7 @@
 """The service's live sessions: their places (SLOWER_WHISPER_REALTIME_MAX_SESSIONS), the decoder they share
-(started once the model is loaded), and their end when the server stops: each open session is told, given
+(started once the model is loaded), the threads that run their audio processing (resampling, turn
+detection: their own, so that no request's work, which fills asyncio's default threads, ever delays a live
+session), and their end when the server stops: each open session is told, given
 time to send its committed turns, closed with a reason, and then the decoder's threads are joined, so no
 thread is left inside the model when the process exits.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from transcription import hardware
@@ -32,6 +35,9 @@ class LiveHub:
         self.metrics = metrics
         self.open = 0
         self.decoder: LiveDecoder | None = None
+        self.executor = ThreadPoolExecutor(
+            hardware.live_audio_threads(settings.realtime_max_sessions), thread_name_prefix="live-audio"
+        )
         self.stopping = asyncio.Event()  # set once: every session ends, none opens
         self._all_closed = asyncio.Event()
         self._all_closed.set()
@@ -75,6 +81,7 @@ class LiveHub:
             await asyncio.wait_for(self._all_closed.wait(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             log.warning("%d live session(s) still open at the shutdown deadline", self.open)
+        self.executor.shutdown(wait=False, cancel_futures=True)  # each task is one short chunk of audio
         if self.decoder is None:
             return True
         joined = await asyncio.to_thread(self.decoder.close, max(0.0, deadline - time.monotonic()))

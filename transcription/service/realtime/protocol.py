@@ -5,7 +5,9 @@ Two dialects of the session set-up are read: the beta `transcription_session.upd
 "transcription"` (`audio.input.{format, transcription, turn_detection}`); the server answers in the
 dialect it was asked in. A session update is applied whole or not at all. Anything this server cannot do
 as asked (another audio format, noise reduction, semantic VAD, logprobs) is refused with an `error` event
-rather than ignored.
+rather than ignored, and so is a field neither dialect has (`unknown_parameter`, as OpenAI answers a
+misspelt one). What an error event repeats of a client's input is cut to a short prefix: a client must not
+be able to make the server hold (or send) copies of its messages.
 """
 
 from __future__ import annotations
@@ -34,6 +36,47 @@ MAX_PREFIX_PADDING_MS = 5_000
 MIN_SILENCE_DURATION_MS = 100
 MAX_SILENCE_DURATION_MS = 10_000
 MAX_PROMPT_CHARS = 2_000
+MAX_ECHO_CHARS = 64  # of a client's value quoted in an error message, or of its event_id echoed back
+MAX_ERROR_MESSAGE_CHARS = 500
+
+# The fields of each object of a session update, as OpenAI's clients send them (the `openai` package's
+# types); `slower_whisper` is this server's own extension.
+_BETA_SESSION = {
+    "input_audio_format",
+    "input_audio_transcription",
+    "turn_detection",
+    "input_audio_noise_reduction",
+    "include",
+    "modalities",
+    "client_secret",
+    "slower_whisper",
+}
+_GA_SESSION = {"type", "audio", "include", "slower_whisper"}
+_GA_AUDIO = {"input"}
+_GA_INPUT = {"format", "transcription", "turn_detection", "noise_reduction"}
+_GA_FORMAT = {"type", "rate"}
+_BETA_TRANSCRIPTION = {"model", "language", "prompt"}
+_GA_TRANSCRIPTION = _BETA_TRANSCRIPTION | {"delay", "keywords", "languages"}
+# create_response and interrupt_response concern responses, which a transcription session never makes.
+_TURN_DETECTION = {
+    "type",
+    "threshold",
+    "prefix_padding_ms",
+    "silence_duration_ms",
+    "create_response",
+    "interrupt_response",
+    "idle_timeout_ms",
+    "eagerness",
+}
+_EXTENSION = {"enrich"}
+
+
+def quoted(value: Any) -> str:
+    """A client's value for an error message: its repr, cut to a short prefix."""
+    text = value if isinstance(value, str) else repr(value)
+    clipped = text[:MAX_ECHO_CHARS]
+    shown = repr(clipped) if isinstance(value, str) else clipped
+    return shown + ("…" if len(text) > MAX_ECHO_CHARS else "")
 
 
 def new_id(prefix: str) -> str:
@@ -79,19 +122,27 @@ def parse_event(text: str) -> dict[str, Any]:
         event = json.loads(text)
     except ValueError as exc:
         raise ClientError("invalid_json", f"the message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ClientError("invalid_json", "the message nests arrays or objects too deeply") from None
     if not isinstance(event, dict):
         raise ClientError("invalid_event", "an event must be a JSON object")
-    event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+    event_id = client_event_id(event)
     if not isinstance(event.get("type"), str):
         raise ClientError("invalid_event", "the event has no 'type'", "type", event_id)
     return event
+
+
+def client_event_id(event: dict[str, Any]) -> str | None:
+    """The client's `event_id`, to echo in an error about its event (cut to a short prefix)."""
+    event_id = event.get("event_id")
+    return event_id[:MAX_ECHO_CHARS] if isinstance(event_id, str) else None
 
 
 def apply_beta_update(
     config: SessionConfig, session: Any, served: ServedModel, multilingual: bool
 ) -> SessionConfig:
     """`transcription_session.update`: the fields given replace the current ones."""
-    s = _object(session, "session")
+    s = _fields(session, "session", _BETA_SESSION)
     _refuse_unsupported(s, "session")
     if "input_audio_format" in s and s["input_audio_format"] != "pcm16":
         raise ClientError(
@@ -101,7 +152,11 @@ def apply_beta_update(
         )
     if "input_audio_transcription" in s:
         config = _transcription(
-            config, s["input_audio_transcription"], "session.input_audio_transcription", served
+            config,
+            s["input_audio_transcription"],
+            "session.input_audio_transcription",
+            served,
+            _BETA_TRANSCRIPTION,
         )
     if "turn_detection" in s:
         config = replace(
@@ -116,7 +171,7 @@ def apply_ga_update(
     config: SessionConfig, session: Any, served: ServedModel, multilingual: bool
 ) -> SessionConfig:
     """`session.update` with a transcription session (`session.type = "transcription"`)."""
-    s = _object(session, "session")
+    s = _fields(session, "session", _GA_SESSION)
     if s.get("type", "transcription") != "transcription":
         raise ClientError(
             "unsupported_session_type",
@@ -125,8 +180,8 @@ def apply_ga_update(
         )
     if s.get("include"):
         raise ClientError("unsupported_parameter", "include (logprobs) is not supported", "session.include")
-    audio = _object(s.get("audio", {}), "session.audio")
-    given = _object(audio.get("input", {}), "session.audio.input")
+    audio = _fields(s.get("audio", {}), "session.audio", _GA_AUDIO)
+    given = _fields(audio.get("input", {}), "session.audio.input", _GA_INPUT)
     if given.get("noise_reduction") is not None:
         raise ClientError(
             "unsupported_parameter",
@@ -134,7 +189,7 @@ def apply_ga_update(
             "session.audio.input.noise_reduction",
         )
     if "format" in given:
-        fmt = _object(given["format"], "session.audio.input.format")
+        fmt = _fields(given["format"], "session.audio.input.format", _GA_FORMAT)
         if fmt.get("type") != "audio/pcm" or fmt.get("rate", WIRE_SAMPLE_RATE) != WIRE_SAMPLE_RATE:
             raise ClientError(
                 "unsupported_audio_format",
@@ -142,7 +197,9 @@ def apply_ga_update(
                 "session.audio.input.format",
             )
     if "transcription" in given:
-        config = _transcription(config, given["transcription"], "session.audio.input.transcription", served)
+        config = _transcription(
+            config, given["transcription"], "session.audio.input.transcription", served, _GA_TRANSCRIPTION
+        )
     if "turn_detection" in given:
         config = replace(
             config,
@@ -159,6 +216,16 @@ def _object(value: Any, param: str) -> dict[str, Any]:
     return value
 
 
+def _fields(value: Any, param: str, known: set[str]) -> dict[str, Any]:
+    """`value` as an object of only the `known` fields: another is refused, named, as OpenAI refuses it."""
+    obj = _object(value, param)
+    for name in obj:
+        if name not in known:
+            where = f"{param}.{name[:MAX_ECHO_CHARS]}"
+            raise ClientError("unknown_parameter", f"Unknown parameter: '{where}'.", where)
+    return obj
+
+
 def _refuse_unsupported(s: dict[str, Any], param: str) -> None:
     if s.get("input_audio_noise_reduction") is not None:
         raise ClientError(
@@ -170,8 +237,15 @@ def _refuse_unsupported(s: dict[str, Any], param: str) -> None:
         raise ClientError("unsupported_parameter", "include (logprobs) is not supported", f"{param}.include")
 
 
-def _transcription(config: SessionConfig, value: Any, param: str, served: ServedModel) -> SessionConfig:
-    t = _object(value, param)
+def _transcription(
+    config: SessionConfig, value: Any, param: str, served: ServedModel, known: set[str]
+) -> SessionConfig:
+    t = _fields(value, param, known)
+    for name, instead in (("keywords", "prompt"), ("languages", "language")):
+        if t.get(name):
+            raise ClientError(
+                "unsupported_parameter", f"{name} is not supported: use {instead}", f"{param}.{name}"
+            )
     try:
         model = served.check(t.get("model", config.model), f"{param}.model")
         language = access.language(t.get("language", config.language), f"{param}.language")
@@ -190,13 +264,19 @@ def _transcription(config: SessionConfig, value: Any, param: str, served: Served
 def _turn_detection(value: Any, param: str) -> TurnDetection | None:
     if value is None:
         return None
-    t = _object(value, param)
+    t = _fields(value, param, _TURN_DETECTION)
     kind = t.get("type", "server_vad")
     if kind != "server_vad":
         raise ClientError(
             "unsupported_turn_detection",
-            f"turn detection {kind!r} is not supported: use 'server_vad', or null for manual commits",
+            f"turn detection {quoted(kind)} is not supported: use 'server_vad', or null for manual commits",
             f"{param}.type",
+        )
+    if t.get("idle_timeout_ms") is not None:
+        raise ClientError(
+            "unsupported_parameter",
+            "idle_timeout_ms is not supported: set it to null",
+            f"{param}.idle_timeout_ms",
         )
     threshold = _number(t, "threshold", DEFAULT_THRESHOLD, 0.0, 1.0, param)
     prefix = _number(t, "prefix_padding_ms", DEFAULT_PREFIX_PADDING_MS, 0, MAX_PREFIX_PADDING_MS, param)
@@ -225,7 +305,7 @@ def _extension(config: SessionConfig, s: dict[str, Any]) -> SessionConfig:
     ext = s.get("slower_whisper")
     if ext is None:
         return config
-    ext = _object(ext, "session.slower_whisper")
+    ext = _fields(ext, "session.slower_whisper", _EXTENSION)
     enrich = ext.get("enrich", config.enrich)
     if not isinstance(enrich, bool):
         raise ClientError("invalid_value", "enrich must be true or false", "session.slower_whisper.enrich")
@@ -252,7 +332,13 @@ def error_event(
     event_id: str | None = None,
     kind: str = "invalid_request_error",
 ) -> dict[str, Any]:
-    error = {"type": kind, "code": code, "message": message, "param": param, "event_id": event_id}
+    error = {
+        "type": kind,
+        "code": code,
+        "message": message[:MAX_ERROR_MESSAGE_CHARS],
+        "param": param,
+        "event_id": event_id,
+    }
     return server_event("error", error=error)
 
 

@@ -65,6 +65,7 @@ def _session(svc: Service, live: LiveHub, websocket: WebSocket) -> LiveSession:
             settings.realtime_max_session_s, settings.realtime_idle_timeout, settings.realtime_max_buffer_s
         ),
         live.stopping,
+        live.executor,
     )
 
 

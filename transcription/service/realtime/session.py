@@ -1,22 +1,25 @@
 """One live transcription session over a WebSocket: client events in, server events out.
 
 Three tasks per session, all on the event loop: the receiver (reads and checks client events, enforces the
-idle and duration limits and the real-time bound), the processor (resamples and runs turn detection in a
-worker thread, in arrival order, and starts decodes) and the writer (sends server events in the order they
-were queued). Decodes run in the live decoder's threads (decode.py); their results come back to
-the loop. Whatever ends the session (the client leaving, a limit), everything it started is cancelled and
-its audio dropped; a stopping server lets the turns already committed complete first.
+idle and duration limits and the real-time bound), the processor (resamples and runs turn detection in the
+live sessions' own threads (hub.py), in arrival order, and starts decodes) and the writer (sends server
+events in the order they were queued). What waits to be sent is bounded (MAX_QUEUED_CHARS): a client that
+does not read its events is closed, and nothing it sent is held on its behalf. Decodes run in the live
+decoder's threads (decode.py); their results come back to the loop. Whatever ends the session (the client
+leaving, a limit), everything it started is cancelled and its audio dropped; a stopping server lets the
+turns already committed complete first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,11 +41,13 @@ from .protocol import (
     apply_beta_update,
     apply_ga_update,
     beta_session,
+    client_event_id,
     error_event,
     expires_at,
     ga_session,
     new_id,
     parse_event,
+    quoted,
     server_event,
 )
 from .turns import LiveAudio, Partial, Paused, Resumed, Started, Stopped
@@ -54,8 +59,13 @@ MIN_COMMIT_S = 0.1  # as OpenAI: a commit needs at least 100 ms of audio
 PROSODY_HISTORY = 200  # earlier turns kept as the session's baseline for prosody levels
 CLOSE_NORMAL = 1000
 CLOSE_ERROR = 1011  # "internal error"
+CLOSE_POLICY = 1008  # "policy violation": a client that does not read its events
 CLOSE_RESTART = 1012  # "service restart": a client may reconnect (to another replica)
-CLOSE_FLUSH_S = 2.0  # time given to send the queued events before a close
+CLOSE_FLUSH_S = 2.0  # time given to send the queued events before a close, and the close frame
+# Server events (as JSON text) a session may have waiting for its client: far more than a reading client
+# ever lets pile up (a turn's events are a few KiB), far less than a client that never reads could make the
+# server hold.
+MAX_QUEUED_CHARS = 1 << 20
 # A stopping server lets committed turns finish (their text is worth having) within its grace period.
 STOP_FINISH_S = 10.0
 
@@ -93,8 +103,10 @@ class LiveSession:
         multilingual: bool,
         limits: Limits,
         stopping: asyncio.Event,
+        executor: Executor,
     ) -> None:
         self.ws = ws
+        self.executor = executor  # the live sessions' own threads: never behind other work (hub.py)
         self.stopping = stopping  # set when the server stops (hub.py)
         self.decoder = decoder
         self.metrics = metrics
@@ -107,7 +119,9 @@ class LiveSession:
         self.audio = LiveAudio(config.turn_detection)
         self.resampler = Resampler()
         self.loop = asyncio.get_running_loop()
-        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queued_chars = 0
+        self.unread = asyncio.Event()  # set when the client left MAX_QUEUED_CHARS of events unread
         self.inbox: deque[tuple[str, Any]] = deque()
         self.inbox_ready = asyncio.Event()
         self.turn: _Turn | None = None
@@ -155,10 +169,14 @@ class LiveSession:
         started = time.monotonic()
         idle_since = started
         receiving: asyncio.Task[dict[str, Any]] | None = None
-        woken = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.failed.wait())]
+        woken = [asyncio.ensure_future(flag.wait()) for flag in (self.stopping, self.failed, self.unread)]
         try:
             while True:
                 now = time.monotonic()
+                # The idle clock does not run while the server owes the client a committed turn's text.
+                owed = self._owed()
+                if owed is not None:
+                    idle_since = now
                 idle_left = idle_since + self.limits.idle_timeout_s - now
                 life_left = started + self.limits.max_session_s - now
                 if (ended := await self._ended(idle_left, life_left)) is not None:
@@ -167,10 +185,12 @@ class LiveSession:
                     receiving = asyncio.ensure_future(self.ws.receive())
                 # A pending receive is kept across these checks (no message is lost to a timeout).
                 done, _ = await asyncio.wait(
-                    {receiving, *woken},
+                    {receiving, *woken, *([owed] if owed is not None else [])},
                     timeout=min(idle_left, life_left),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if owed is not None and owed in done:
+                    idle_since = time.monotonic()  # the owed text went out now: idle from here
                 if receiving not in done:
                     continue
                 message, receiving = receiving.result(), None
@@ -183,8 +203,20 @@ class LiveSession:
                 if task is not None:
                     task.cancel()
 
+    def _owed(self) -> asyncio.Task[None] | None:
+        """The completion of the last committed turn while its text is still to be sent (completions go
+        out in turn order, so that one is the last to finish)."""
+        last = self.last_completion
+        return last if last is not None and not last.done() else None
+
     async def _ended(self, idle_left: float, life_left: float) -> str | None:
         """Why the session ends now (after closing it), or None while it goes on."""
+        if self.unread.is_set():
+            return await self._close(
+                "client_not_reading",
+                f"the client left {MAX_QUEUED_CHARS // 1024} KiB of events unread: the session was closed",
+                CLOSE_POLICY,
+            )
         if self.failure is not None:
             return await self._close("server_error", f"the session failed: {self.failure}", CLOSE_ERROR)
         if self.stopping.is_set():
@@ -213,20 +245,31 @@ class LiveSession:
 
     async def _close(self, code: str, message: str, close_code: int = CLOSE_NORMAL) -> str:
         """End the session from this side: the reason as an `error` event after what is queued, then the
-        close frame with it."""
+        close frame with it. A client that does not read gets the close frame alone, at once (transport.py
+        writes it past what the client left unread, and drops the connection if it never answers)."""
         self._drop_work()
-        self._error(
-            ClientError(code, message),
-            "server_error" if close_code == CLOSE_ERROR else "invalid_request_error",
-        )
+        if self.unread.is_set():
+            self._drop_queued()
+        else:
+            self._error(
+                ClientError(code, message),
+                "server_error" if close_code == CLOSE_ERROR else "invalid_request_error",
+            )
         self.outbox.put_nowait(None)
         assert self.writer is not None
         try:
             await asyncio.wait_for(asyncio.shield(self.writer), timeout=CLOSE_FLUSH_S)
-            await self.ws.close(code=close_code, reason=message[:120])
-        except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
-            pass  # the client is gone or not reading: nothing more to tell it
+        except TimeoutError:
+            self.writer.cancel()  # not reading: what it left unread is not waited for
+        # The client may be gone already: nothing more to tell it then.
+        with contextlib.suppress(TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
+            await asyncio.wait_for(self.ws.close(code=close_code, reason=message[:120]), CLOSE_FLUSH_S)
         return code
+
+    def _drop_queued(self) -> None:
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.queued_chars = 0
 
     # ---------------------------------------------------------------- client events
 
@@ -249,11 +292,15 @@ class LiveSession:
         event_id: str | None = None
         try:
             event = parse_event(text)
-            event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+            event_id = client_event_id(event)
             self._handle(event, event_id)
         except ClientError as exc:
             exc.event_id = exc.event_id or event_id
             self._error(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug here must end the session with a reason, not drop it
+            log.exception("live session event handling failed")
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.failed.set()
 
     def _handle(self, event: dict[str, Any], event_id: str | None) -> None:
         kind = event["type"]
@@ -280,7 +327,7 @@ class LiveSession:
         else:
             raise ClientError(
                 "unknown_event",
-                f"unknown or unsupported event type {kind!r} on a transcription session",
+                f"unknown or unsupported event type {quoted(kind)} on a transcription session",
                 "type",
             )
 
@@ -343,7 +390,7 @@ class LiveSession:
                     pcm = [value]
                     while self.inbox and self.inbox[0][0] == "audio":
                         pcm.append(self.inbox.popleft()[1])
-                    actions = await asyncio.to_thread(self._feed, np.concatenate(pcm))
+                    actions = await self.loop.run_in_executor(self.executor, self._feed, np.concatenate(pcm))
                     for action in actions:
                         self._act(action)
                 elif op == "commit":
@@ -351,7 +398,7 @@ class LiveSession:
                 elif op == "clear":
                     self._clear(value)
                 elif op == "detection":
-                    await asyncio.to_thread(self.audio.set_detection, value)
+                    await self.loop.run_in_executor(self.executor, self.audio.set_detection, value)
                     if value is None:
                         self._abandon_turn()
 
@@ -531,12 +578,24 @@ class LiveSession:
     # ---------------------------------------------------------------- server events out
 
     def send(self, event: dict[str, Any]) -> None:
-        self.outbox.put_nowait(event)
+        """Queue a server event; past MAX_QUEUED_CHARS unsent the client is not reading: the session ends
+        (the receiver closes it) and nothing more is queued."""
+        if self.unread.is_set():
+            return
+        text = json.dumps(event, separators=(",", ":"))
+        if self.queued_chars + len(text) > MAX_QUEUED_CHARS:
+            self.metrics.realtime_errors.labels("client_not_reading").inc()
+            self.unread.set()
+            self._drop_queued()
+            return
+        self.queued_chars += len(text)
+        self.outbox.put_nowait(text)
 
     async def _write(self) -> None:
-        while (event := await self.outbox.get()) is not None:
+        while (text := await self.outbox.get()) is not None:
+            self.queued_chars -= len(text)
             try:
-                await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+                await self.ws.send_text(text)
             except (RuntimeError, WebSocketDisconnect, OSError):
                 return  # the client is gone; the receiver sees it and ends the session
 
