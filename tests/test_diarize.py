@@ -235,6 +235,29 @@ def test_a_real_phone_call_gets_its_two_parties_without_flags(diarizer, tmp_path
     assert not result.warnings
 
 
+def test_a_borderline_call_gets_its_two_parties(diarizer, tmp_path: Path) -> None:
+    # This call's centred windows fall into two parties plus stray groups of 3-4 windows: those join their
+    # nearest party, and most k-means draws agree on two (the previous rule, one draw, stray groups kept,
+    # found one speaker: cpWER 88.9% against 21.0% with the reference turns).
+    call = CONVERSATIONS / "harper_valley" / "0002f70f7386445b"
+    result = diarizer.diarize(_wav(tmp_path, call.with_suffix(".wav")), Constraints())
+    assert len(result.speakers()) == 2, result.speakers()
+    # Each party is mostly heard under its own speaker (its short bursts are where the errors are).
+    reference = _rttm(call.with_suffix(".rttm"))
+    assert len({_mostly_heard_as(reference, party, result) for party in ("agent_46", "caller_44")}) == 2
+    assert der(reference, result) < 0.30  # measured 0.27 (a third of it the parties' overlaps and edges)
+
+
+def _mostly_heard_as(reference: list, party: str, result: Diarization) -> str:
+    """The found speaker whose turns cover most of `party`'s reference speech."""
+    heard: dict[str, float] = {}
+    for speaker, a, b in reference:
+        if speaker == party:
+            for t in result.turns:
+                heard[t.speaker] = heard.get(t.speaker, 0.0) + max(0.0, min(b, t.end) - max(a, t.start))
+    return max(heard, key=heard.__getitem__)
+
+
 def test_a_meeting_opening_is_counted_within_one(diarizer, tmp_path: Path) -> None:
     meeting = CONVERSATIONS / "ami_openings" / "trn09"
     reference = _rttm(meeting.with_suffix(".rttm"), end=30.0)

@@ -8,12 +8,14 @@ voice, the recording gets a second look relative to itself: in one recording eve
 the microphone and the line, so two parties can be as alike as one voice split in two (0.885 on the phone
 call). The windows are centred on the recording's own mean voice and re-normalised, over-clustered the same
 way, and groups are merged while their centred centroids point the same way (cosine above zero: the same
-side of the mean), never when their plain centroids are below DIFFERENT_VOICES. If that leaves exactly two
-groups, each with MIN_PARTY_WINDOWS or more, those are the parties (one voice split by centring mostly falls
-apart into several groups, not two; a short one can split in two, so it asks for more). A group too
-small to trust (MIN_WINDOWS, MIN_SHARE of the windows) joins its nearest neighbour. A count outside the
-allowed range, or a fixed count, is clustered directly into that many groups (spectral clustering, k-means on
-the leading eigenvectors). docs/speakers.md says what each setting was chosen on.
+side of the mean), never when their plain centroids are below DIFFERENT_VOICES, and a group under
+MIN_PARTY_WINDOWS joins its nearest. If that leaves exactly two groups in most of PARTY_VOTES draws of the
+over-clustering, those are the parties (one voice split by centring mostly falls apart into several groups,
+not two; a short one can split in two, so it asks for more; one draw alone flips on a borderline call).
+In both looks a group too small to trust (MIN_WINDOWS, MIN_SHARE of the windows) joins its nearest
+neighbour. A count outside the allowed range, or a fixed count, is clustered directly into that many groups
+(spectral clustering, k-means on the leading eigenvectors). docs/speakers.md says what each setting was
+chosen on.
 
 Only windows that lie wholly inside speech are clustered when there are enough of them: a window centred on
 a short burst is mostly the silence around it, and its embedding drifts away from the voice. Only up to
@@ -33,6 +35,7 @@ DIFFERENT_VOICES = 0.70  # plain centroids less alike than this are never merged
 MIN_WINDOWS = 3  # a voice needs at least this many windows (about 2 s of speech) to be counted on its own
 MIN_SHARE = 0.02  # ... and at least this share of the windows
 MIN_PARTY_WINDOWS = 2 * MIN_WINDOWS  # the second look needs this much of each party (about 3.5 s of speech)
+PARTY_VOTES = 9  # the second look's k-means draws; two parties when most of them say so
 MAX_GROUPS = 20  # over-clustering never goes beyond this many groups
 
 
@@ -68,8 +71,8 @@ def cluster(
     else:
         labels = _estimated(sample, sample, rng, high, SAME_VOICE)
         if int(labels.max()) == 0 and high >= 2:
-            parties = _estimated(_centred(sample), sample, rng, high, SAME_SIDE)
-            if int(parties.max()) == 1 and np.bincount(parties).min() >= MIN_PARTY_WINDOWS:
+            parties = _two_parties(sample, rng, high)
+            if parties is not None:
                 labels = parties
         found = int(labels.max()) + 1
         if not low <= found <= high:
@@ -87,6 +90,19 @@ def _fixed(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return _kmeans(_spectral(x, k), k, rng)
 
 
+def _two_parties(sample: np.ndarray, rng: np.random.Generator, high: int) -> np.ndarray | None:
+    """The second look: two parties when most of PARTY_VOTES over-clusterings of the centred windows (each
+    from its own k-means draw) leave exactly two groups once the groups under MIN_PARTY_WINDOWS have joined
+    their nearest; the labels of the first such draw, else None."""
+    centred = _centred(sample)
+    found = []
+    for _ in range(PARTY_VOTES):
+        parties = _estimated(centred, sample, rng, high, SAME_SIDE, MIN_PARTY_WINDOWS)
+        if int(parties.max()) == 1:
+            found.append(parties)
+    return found[0] if 2 * len(found) > PARTY_VOTES else None
+
+
 def _centred(x: np.ndarray) -> np.ndarray:
     """Unit vectors relative to the recording's mean voice."""
     centred = x - x.mean(axis=0)
@@ -94,13 +110,19 @@ def _centred(x: np.ndarray) -> np.ndarray:
 
 
 def _estimated(
-    x: np.ndarray, plain: np.ndarray, rng: np.random.Generator, high: int, same: float
+    x: np.ndarray,
+    plain: np.ndarray,
+    rng: np.random.Generator,
+    high: int,
+    same: float,
+    min_windows: int = MIN_WINDOWS,
 ) -> np.ndarray:
     """Labels with as many groups as there are voices: over-cluster the windows `x` (plain or centred), then
-    merge groups of one voice (`plain`: the same windows as embedded; `same`: the merge threshold on x)."""
+    merge groups of one voice (`plain`: the same windows as embedded; `same`: the merge threshold on x); a
+    group under `min_windows` (or MIN_SHARE of the windows) joins its nearest."""
     n = x.shape[0]
-    min_size = max(MIN_WINDOWS, int(np.ceil(MIN_SHARE * n)))
-    start = min(MAX_GROUPS, max(high, 12), n // min_size)
+    start = min(MAX_GROUPS, max(high, 12), n // max(MIN_WINDOWS, int(np.ceil(MIN_SHARE * n))))
+    min_size = max(min_windows, int(np.ceil(MIN_SHARE * n)))
     if start <= 1:
         return np.zeros(n, dtype=int)
     labels = _kmeans(_spectral(x, start), start, rng)
