@@ -248,6 +248,20 @@ def test_a_borderline_call_gets_its_two_parties(diarizer, tmp_path: Path) -> Non
     assert der(reference, result) < 0.30  # measured 0.27 (a third of it the parties' overlaps and edges)
 
 
+def test_short_answers_get_their_own_party(diarizer, tmp_path: Path) -> None:
+    # The caller's one-word answers on this call ("yes", "okay", under 0.6 s) are regions shorter than a
+    # window: embedded from their own audio repeated, they go to the caller; embedded with the silence
+    # around them they went to the agent (all four of those detected).
+    call = CONVERSATIONS / "harper_valley" / "0002f70f7386445b"
+    result = diarizer.diarize(_wav(tmp_path, call.with_suffix(".wav")), Constraints())
+    reference = _rttm(call.with_suffix(".rttm"))
+    caller = _mostly_heard_as(reference, "caller_44", result)
+    short = [(a, b) for s, a, b in reference if s == "caller_44" and b - a < 0.6]
+    heard = [t.speaker for a, b in short for t in result.turns if t.start <= (a + b) / 2 <= t.end]
+    assert len(heard) >= 4, heard
+    assert heard == [caller] * len(heard), heard
+
+
 def _mostly_heard_as(reference: list, party: str, result: Diarization) -> str:
     """The found speaker whose turns cover most of `party`'s reference speech."""
     heard: dict[str, float] = {}

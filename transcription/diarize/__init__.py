@@ -197,26 +197,30 @@ def _fewer_than_asked(found: int, c: Constraints) -> list[str]:
 def _windows(
     audio: WavReader | np.ndarray, regions: list[tuple[float, float]]
 ) -> Iterator[tuple[float, bool, np.ndarray]]:
-    """(centre, wholly inside speech, 1.6 s clip) every WINDOW_HOP_S through each speech region; one window,
-    centred, for a region shorter than a window (mostly the silence around it). Audio is read a region (at
-    most MAX_REGION_READ_S) at a time."""
+    """(centre, wholly inside speech, 1.6 s clip) every WINDOW_HOP_S through each speech region. A region
+    shorter than a window (a backchannel, a short answer) gets one window at its centre made of the region's
+    own audio repeated: the audio around it is silence or, in a fast exchange, the other party. Audio is read
+    a region (at most MAX_REGION_READ_S) at a time."""
     half = WINDOW_S / 2
     step = int(MAX_REGION_READ_S / WINDOW_HOP_S)
+    length = int(WINDOW_S * SAMPLE_RATE)
     for start, end in regions:
         inside = end - start >= WINDOW_S
         if not inside:
-            points = [(start + end) / 2]
-        else:
-            points = list(np.arange(start + half, end - half + 1e-6, WINDOW_HOP_S))
-            if end - half - points[-1] > WINDOW_HOP_S / 2:
-                points.append(end - half)
+            burst = _read(audio, start, end)
+            if burst.size:
+                yield (start + end) / 2, False, np.tile(burst, -(-length // burst.size))[:length]
+            continue
+        points = list(np.arange(start + half, end - half + 1e-6, WINDOW_HOP_S))
+        if end - half - points[-1] > WINDOW_HOP_S / 2:
+            points.append(end - half)
         for i in range(0, len(points), step):
             part = points[i : i + step]
             lo = max(0.0, part[0] - half)
             block = _read(audio, lo, part[-1] + half)
             for p in part:
                 first = max(0, int(round((p - half - lo) * SAMPLE_RATE)))
-                yield float(p), inside, block[first : first + int(WINDOW_S * SAMPLE_RATE)]
+                yield float(p), inside, block[first : first + length]
 
 
 def _read(audio: WavReader | np.ndarray, start: float, end: float) -> np.ndarray:

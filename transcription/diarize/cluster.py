@@ -17,8 +17,9 @@ neighbour. A count outside the allowed range, or a fixed count, is clustered dir
 (spectral clustering, k-means on the leading eigenvectors). docs/speakers.md says what each setting was
 chosen on.
 
-Only windows that lie wholly inside speech are clustered when there are enough of them: a window centred on
-a short burst is mostly the silence around it, and its embedding drifts away from the voice. Only up to
+Only windows that lie wholly inside speech are clustered when there are enough of them: a short burst's
+window is its own fraction of a second repeated, good enough to say which voice it is nearest, too narrow
+to found a voice on (clustering on them over-counts the assembled conversations). Only up to
 MAX_POINTS windows are clustered (evenly picked, so a long recording costs no more than this); every window
 is then given to its nearest centroid, twice, so the centroids reflect all of it.
 """
