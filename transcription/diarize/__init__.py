@@ -211,16 +211,26 @@ def _windows(
             if burst.size:
                 yield (start + end) / 2, False, np.tile(burst, -(-length // burst.size))[:length]
             continue
-        points = list(np.arange(start + half, end - half + 1e-6, WINDOW_HOP_S))
-        if end - half - points[-1] > WINDOW_HOP_S / 2:
-            points.append(end - half)
+        points = window_centres(start, end)
         for i in range(0, len(points), step):
             part = points[i : i + step]
             lo = max(0.0, part[0] - half)
             block = _read(audio, lo, part[-1] + half)
             for p in part:
                 first = max(0, int(round((p - half - lo) * SAMPLE_RATE)))
-                yield float(p), inside, block[first : first + length]
+                yield p, inside, block[first : first + length]
+
+
+def window_centres(start: float, end: float) -> list[float]:
+    """Centres of the embedding windows over one speech region: every WINDOW_HOP_S, the last one flush with
+    the region's end; one in the middle of a region shorter than a window."""
+    half = WINDOW_S / 2
+    if end - start < WINDOW_S:
+        return [(start + end) / 2]
+    points = [float(p) for p in np.arange(start + half, end - half + 1e-6, WINDOW_HOP_S)]
+    if end - half - points[-1] > WINDOW_HOP_S / 2:
+        points.append(end - half)
+    return points
 
 
 def _read(audio: WavReader | np.ndarray, start: float, end: float) -> np.ndarray:
