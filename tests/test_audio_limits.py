@@ -126,3 +126,23 @@ def test_the_cli_fails_that_file_with_the_reason_and_goes_on(tmp_path: Path) -> 
     assert failed and "more than the 37.28 h" in failed[0] and "split" in failed[0], run.stderr
     assert "country" in (tmp_path / "whisper_json" / "b-jfk.json").read_text()
     assert not list((tmp_path / "input_audio").glob("a-38h*"))
+
+
+def test_a_length_estimated_from_the_bit_rate_is_not_trusted(tmp_path: Path) -> None:
+    """A VBR MP3 written through a pipe has no Xing header: FFmpeg estimates its length from the first
+    frames' bit rate, and 20 s of silence then 20 s of noise is stated as about 80 s."""
+    src = tmp_path / "vbr.mp3"
+    with src.open("wb") as fh:
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono",
+             "-f", "lavfi", "-i", "anoisesrc=r=44100:a=0.5", "-filter_complex",
+             "[0]atrim=0:20[a];[1]atrim=0:20[b];[a][b]concat=n=2:v=0:a=1", "-c:a", "libmp3lame", "-q:a", "2",
+             "-f", "mp3", "pipe:1"],
+            stdout=fh, check=True, timeout=60,
+        )  # fmt: skip
+    import av
+
+    with av.open(str(src)) as container:
+        assert container.duration / 1e6 > 60  # what the header is taken to say
+    duration = audio.normalize(src, tmp_path / "vbr.wav", audio.Limit(50 * audio.SAMPLE_RATE))
+    assert 39.5 < duration < 41

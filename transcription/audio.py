@@ -123,9 +123,16 @@ def _audio_stream(source: Any, name: str, limit: Limit) -> Iterator[tuple[Any, A
         container.close()
 
 
+# Containers whose headers (or index) give the length in samples. Elsewhere FFmpeg may estimate it from the
+# first frames' bit rate: a VBR MP3 without a Xing header that opens with silence is stated twice as long.
+_EXACT_LENGTH = frozenset({"flac", "wav", "w64", "aiff", "caf", "ogg", "mov", "mp4", "matroska", "webm"})
+
+
 def _stated_s(container: Any, stream: Any) -> float | None:
-    """The length the file's header states, in seconds (None where it states none). Only a hint: the
-    decoded length is what counts, and `_pcm16` counts it."""
+    """The length the file's header states, in seconds; None where it states none, or only an estimate.
+    Only a hint: the decoded length is what counts, and `_pcm16` counts it."""
+    if _EXACT_LENGTH.isdisjoint(container.format.name.split(",")):
+        return None
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
