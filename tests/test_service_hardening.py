@@ -1,5 +1,6 @@
 """What a careless or hostile client finds on the service: slow uploads, the API description, the page's
-headers, languages an English-only model cannot transcribe, speaker references too many or too long."""
+headers, languages an English-only model cannot transcribe, speaker references too many or too long, uploads
+longer than a WAV can hold."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import API_KEYS, JFK, Server, make_server, serve_module
+from service_support import API_KEYS, JFK, Server, make_server, post_audio, serve_module, wait_job
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 
@@ -190,3 +191,35 @@ def test_a_long_reference_is_refused_after_ten_seconds_of_decoding(
     assert error["code"] == "invalid_speaker_reference" and "more than 10 s" in error["message"], error
     assert "Silent" in error["message"]
     assert server.uploads_left() == []
+
+
+def test_an_upload_longer_than_a_wav_can_hold_is_a_413_that_says_to_split_it(
+    server: Server, long_silence: Path
+) -> None:
+    """39 hours decode to more than the 4 GiB a WAV can hold: this used to be decoded for minutes and end in
+    a 500 (`struct.error` from `wave`). The file states its length, so nothing is decoded or written."""
+    for fields in ({}, {"stream": "true"}):
+        r = post_audio(server, long_silence, fields)
+        assert r.status_code == 413, r.text[:500]
+        error = r.json()["error"]
+        assert error["code"] == "audio_too_long" and error["param"] == "file", error
+        assert "39.00 h" in error["message"] and "37.28 h" in error["message"], error
+        assert "split" in error["message"] and "4 GiB" in error["message"], error
+    assert server.uploads_left() == []
+    assert "Traceback" not in server.log()
+
+    r = post_audio(server, JFK, {})  # the server goes on
+    assert r.status_code == 200 and "country" in r.json()["text"], r.text[:300]
+
+
+def test_a_job_longer_than_a_wav_can_hold_fails_with_the_reason(server: Server, long_silence: Path) -> None:
+    with long_silence.open("rb") as fh:
+        r = httpx.post(
+            f"{server.url}/v1/jobs", files={"file": ("39h.flac", fh)}, headers=server.headers(), timeout=60
+        )
+    assert r.status_code == 202, r.text[:300]
+    record = wait_job(server, r.json()["id"])
+    assert record["status"] == "failed", record
+    assert record["error"]["code"] == "audio_too_long", record
+    assert "37.28 h" in record["error"]["message"] and "split" in record["error"]["message"], record
+    assert not list((server.root / ".slower-whisper").rglob("*audio.wav*"))  # nor a temporary one

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from . import fw_internals, hardware, languages, models, recovery
+from . import fw_internals, hardware, languages, memory, models, recovery
 from .audio import SAMPLE_RATE, WavReader
 from .config import DECODING_FIELDS, DECODING_META_FIELDS, Settings, check_english_only
 from .schema import Segment, Word
-from .window_plan import AsrResult, FileRun, Source, fixed_chunks
+from .window_plan import AsrResult, FileRun, Source, Window, fixed_chunks
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Engine:
         use all of them (`whole_machine_each`, the service's choice; see `hardware.cpu_threads`)."""
         from faster_whisper import WhisperModel
 
+        memory.map_large_buffers()  # windows' buffers freed for good, before any is allocated
         path = models.resolve(settings.model, settings)
         device = settings.resolved_device()
         compute_type = settings.resolved_compute_type()
@@ -129,21 +130,32 @@ class Engine:
         run = FileRun(Source(audio), options, self.model, self.multilingual)
         decode_options = options
         for index in range(len(run.windows)):
-            window = run.plan(index)
-            for span in window.spans:
-                decode_options = replace(decode_options, language=span.language)
-                decoded = []
-                for seg in self._run(window.span_samples(span), decode_options):  # decoded lazily, in turn
-                    seg.language = span.language
-                    decoded.append(shift_segment(shift_segment(seg, span.start / SAMPLE_RATE), window.offset))
-                    if on_segment is not None:
-                        on_segment(decoded[-1])
-                run.add(decoded)
-                if options.condition_on_previous_text and decoded:
-                    decode_options = replace(
-                        decode_options, initial_prompt=" ".join(s.text for s in decoded)[-400:]
-                    )
+            # A window's samples (600 s: 38 MB) live only in the call: freed before the next is read.
+            decode_options = self._decode_window(run, run.plan(index), decode_options, on_segment)
         return run.conclude(self.retry, on_segment)
+
+    def _decode_window(
+        self,
+        run: FileRun,
+        window: Window,
+        decode_options: AsrOptions,
+        on_segment: Callable[[Segment], None] | None,
+    ) -> AsrOptions:
+        """Decode a planned window's spans into `run`; the options for the next window (its prompt)."""
+        for span in window.spans:
+            decode_options = replace(decode_options, language=span.language)
+            decoded = []
+            for seg in self._run(window.span_samples(span), decode_options):  # decoded lazily, in turn
+                seg.language = span.language
+                decoded.append(shift_segment(shift_segment(seg, span.start / SAMPLE_RATE), window.offset))
+                if on_segment is not None:
+                    on_segment(decoded[-1])
+            run.add(decoded)
+            if run.options.condition_on_previous_text and decoded:
+                decode_options = replace(
+                    decode_options, initial_prompt=" ".join(s.text for s in decoded)[-400:]
+                )
+        return decode_options
 
     def retry(self, read: Callable[[float, float], np.ndarray], options: AsrOptions) -> recovery.Retry:
         """The loss detector's second decode of [start, end] s (`read` gives their samples): each part in its

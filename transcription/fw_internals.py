@@ -77,6 +77,24 @@ _DECODE_DEFAULTS = (
     "max_new_tokens",
     "hotwords",
 )
+# TranscriptionOptions as the batched pipeline builds them: what its `transcribe` body sets whatever is passed
+# (checked as `source_has`), its defaults (without_timestamps among them: every word kept, and
+# asr.split_segments times them), and what each decode asks for (`decode_options`).
+_PIPELINE_FIXED: dict[str, Any] = {
+    "hallucination_silence_threshold": None,
+    "condition_on_previous_text": False,
+    "prompt_reset_on_temperature": 0.5,
+    "max_initial_timestamp": 0.0,
+}
+_FROM_DEFAULTS = tuple(n for n in _DECODE_DEFAULTS if n not in ("temperature", "suppress_tokens"))
+_PER_DECODE = (
+    "beam_size",
+    "temperatures",
+    "initial_prompt",
+    "suppress_tokens",
+    "word_timestamps",
+    "clip_timestamps",
+)
 
 RELIES_ON: dict[str, Internal] = {
     "batched_transcribe": Internal(
@@ -86,10 +104,7 @@ RELIES_ON: dict[str, Internal] = {
         defaults=_DECODE_DEFAULTS,
         source_has=(
             f"min_silence_duration_ms={VAD_MIN_SILENCE_MS}",
-            "hallucination_silence_threshold=None",
-            "condition_on_previous_text=False",
-            "prompt_reset_on_temperature=0.5",
-            "max_initial_timestamp=0.0",
+            *(f"{name}={value!r}" for name, value in _PIPELINE_FIXED.items()),
             f"{_DETECT_FILLER}",
         ),
     ),
@@ -97,34 +112,7 @@ RELIES_ON: dict[str, Internal] = {
         _T,
         "TranscriptionOptions",
         "decoding options for generate_segment_batched, built as the batched pipeline builds them",
-        params=(
-            "beam_size",
-            "best_of",
-            "patience",
-            "length_penalty",
-            "repetition_penalty",
-            "no_repeat_ngram_size",
-            "log_prob_threshold",
-            "no_speech_threshold",
-            "compression_ratio_threshold",
-            "condition_on_previous_text",
-            "prompt_reset_on_temperature",
-            "temperatures",
-            "initial_prompt",
-            "prefix",
-            "suppress_blank",
-            "suppress_tokens",
-            "without_timestamps",
-            "max_initial_timestamp",
-            "word_timestamps",
-            "prepend_punctuations",
-            "append_punctuations",
-            "multilingual",
-            "max_new_tokens",
-            "clip_timestamps",
-            "hallucination_silence_threshold",
-            "hotwords",
-        ),
+        params=(*_FROM_DEFAULTS, *_PIPELINE_FIXED, *_PER_DECODE),
         exact_fields=True,
     ),
     "generate_segment_batched": Internal(
@@ -371,33 +359,14 @@ def decoding_setup(
         temperatures = list(default_t[:1]) if isinstance(default_t, list | tuple) else [default_t]
     suppress = d["suppress_tokens"]
     opts = get("TranscriptionOptions")(
+        **{name: d[name] for name in _FROM_DEFAULTS},
+        **_PIPELINE_FIXED,
         beam_size=beam_size,
-        best_of=d["best_of"],
-        patience=d["patience"],
-        length_penalty=d["length_penalty"],
-        repetition_penalty=d["repetition_penalty"],
-        no_repeat_ngram_size=d["no_repeat_ngram_size"],
-        log_prob_threshold=d["log_prob_threshold"],
-        no_speech_threshold=d["no_speech_threshold"],
-        compression_ratio_threshold=d["compression_ratio_threshold"],
         temperatures=temperatures,
         initial_prompt=initial_prompt,
-        prefix=d["prefix"],
-        suppress_blank=d["suppress_blank"],
         # a copy: get_suppressed_tokens extends the list it is given
         suppress_tokens=get("get_suppressed_tokens")(tok, list(suppress)) if suppress else suppress,
-        prepend_punctuations=d["prepend_punctuations"],
-        append_punctuations=d["append_punctuations"],
-        max_new_tokens=d["max_new_tokens"],
-        hotwords=d["hotwords"],
         word_timestamps=word_timestamps,
-        multilingual=d["multilingual"],
-        without_timestamps=d["without_timestamps"],  # keeps every word; asr.split_segments times them
-        # The batched pipeline sets these itself, whatever is passed (see source_has in RELIES_ON).
-        hallucination_silence_threshold=None,
-        condition_on_previous_text=False,
-        prompt_reset_on_temperature=0.5,
-        max_initial_timestamp=0.0,
         clip_timestamps=[],  # per file; the batched decode does not read it
     )
     return tok, opts

@@ -25,107 +25,96 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
+PREFIX = "slower_whisper_"  # every metric's name starts so
+
+
 class Metrics:
+    """The service's metrics, each declared once: `_counter`, `_gauge` and `_histogram` add the prefix and
+    register it here."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        r = self.registry
-        self.requests = Counter(
-            "slower_whisper_http_requests",
-            "HTTP requests by route and status",
-            ["method", "route", "status"],
-            registry=r,
+        self.requests = self._counter(
+            "http_requests", "HTTP requests by route and status", labels=("method", "route", "status")
         )
-        self.latency = Histogram(
-            "slower_whisper_http_request_duration_seconds",
+        self.latency = self._histogram(
+            "http_request_duration_seconds",
             "HTTP request latency by route",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
+            labels=("method", "route"),
         )
-        self.audio_seconds = Counter(
-            "slower_whisper_audio_seconds_processed", "Seconds of audio transcribed", registry=r
-        )
-        self.transcriptions = Counter(
-            "slower_whisper_transcriptions", "Transcriptions by outcome", ["outcome"], registry=r
+        self.audio_seconds = self._counter("audio_seconds_processed", "Seconds of audio transcribed")
+        self.transcriptions = self._counter(
+            "transcriptions", "Transcriptions by outcome", labels=("outcome",)
         )
         # The loss detector: stretches decoded again, and speech that still has no text (each a warning).
-        self.speech_retried = Counter(
-            "slower_whisper_speech_retried", "Lost or looping stretches decoded again", registry=r
+        self.speech_retried = self._counter("speech_retried", "Lost or looping stretches decoded again")
+        self.speech_without_text = self._counter(
+            "speech_without_text", "Stretches of speech left without text"
         )
-        self.speech_without_text = Counter(
-            "slower_whisper_speech_without_text", "Stretches of speech left without text", registry=r
+        self.speech_without_text_seconds = self._counter(
+            "speech_without_text_seconds", "Seconds of speech left without text"
         )
-        self.speech_without_text_seconds = Counter(
-            "slower_whisper_speech_without_text_seconds", "Seconds of speech left without text", registry=r
-        )
-        self.queue_depth = Gauge("slower_whisper_queue_depth", "Work waiting for a worker", registry=r)
-        self.running = Gauge("slower_whisper_inference_running", "Work running in a worker", registry=r)
-        self.model_load = Gauge(
-            "slower_whisper_model_load_seconds", "Time taken to load the model at start-up", registry=r
-        )
-        self.ready = Gauge("slower_whisper_ready", "1 once the model is loaded", registry=r)
+        self.queue_depth = self._gauge("queue_depth", "Work waiting for a worker")
+        self.running = self._gauge("inference_running", "Work running in a worker")
+        self.model_load = self._gauge("model_load_seconds", "Time taken to load the model at start-up")
+        self.ready = self._gauge("ready", "1 once the model is loaded")
         # Packed inference (throughput mode): how full the batches are and how many requests they mix.
-        self.batch_chunks = Histogram(
-            "slower_whisper_batch_chunks",
-            "Speech chunks per packed inference batch",
-            buckets=(1, 2, 4, 8, 16, 32, 64),
-            registry=r,
+        self.batch_chunks = self._histogram(
+            "batch_chunks", "Speech chunks per packed inference batch", (1, 2, 4, 8, 16, 32, 64)
         )
-        self.batch_requests = Histogram(
-            "slower_whisper_batch_requests",
+        self.batch_requests = self._histogram(
+            "batch_requests",
             "Distinct requests or jobs sharing one packed inference batch",
-            buckets=(1, 2, 4, 8, 16, 32),
-            registry=r,
+            (1, 2, 4, 8, 16, 32),
         )
-
         self._add_realtime()
 
     def _add_realtime(self) -> None:
         """Live sessions on /v1/realtime."""
-        r = self.registry
-        self.realtime_sessions = Gauge(
-            "slower_whisper_realtime_sessions", "Live transcription sessions open", registry=r
-        )
-        self.realtime_session_ends = Counter(
-            "slower_whisper_realtime_sessions_ended",
+        self.realtime_sessions = self._gauge("realtime_sessions", "Live transcription sessions open")
+        self.realtime_session_ends = self._counter(
+            "realtime_sessions_ended",
             "Live sessions ended, by reason (disconnected, session_idle_timeout, session_expired, ...)",
-            ["reason"],
-            registry=r,
+            labels=("reason",),
         )
-        self.realtime_refused = Counter(
-            "slower_whisper_realtime_sessions_refused",
+        self.realtime_refused = self._counter(
+            "realtime_sessions_refused",
             "Live session requests refused before the session started, by reason",
-            ["reason"],
-            registry=r,
+            labels=("reason",),
         )
-        self.realtime_turns = Counter(
-            "slower_whisper_realtime_turns", "Live turns transcribed (completed events)", registry=r
-        )
-        self.realtime_turn_seconds = Histogram(
-            "slower_whisper_realtime_turn_completion_seconds",
+        self.realtime_turns = self._counter("realtime_turns", "Live turns transcribed (completed events)")
+        self.realtime_turn_seconds = self._histogram(
+            "realtime_turn_completion_seconds",
             "From a live turn's commit to its completed event",
-            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
-            registry=r,
+            (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
         )
-        self.realtime_partials = Counter(
-            "slower_whisper_realtime_partials", "Partial-text deltas sent while people spoke", registry=r
+        self.realtime_partials = self._counter(
+            "realtime_partials", "Partial-text deltas sent while people spoke"
         )
-        self.realtime_partial_revisions = Counter(
-            "slower_whisper_realtime_partial_revisions",
+        self.realtime_partial_revisions = self._counter(
+            "realtime_partial_revisions",
             "Live turns whose final text changed words already shown as partial text",
-            registry=r,
         )
-        self.realtime_errors = Counter(
-            "slower_whisper_realtime_errors",
-            "Error events sent on live sessions, by code",
-            ["code"],
-            registry=r,
+        self.realtime_errors = self._counter(
+            "realtime_errors", "Error events sent on live sessions, by code", labels=("code",)
         )
-        self.realtime_audio_seconds = Counter(
-            "slower_whisper_realtime_audio_seconds", "Seconds of live audio received", registry=r
+        self.realtime_audio_seconds = self._counter(
+            "realtime_audio_seconds", "Seconds of live audio received"
         )
+
+    def _counter(self, name: str, doc: str, *, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(PREFIX + name, doc, labels, registry=self.registry)
+
+    def _gauge(self, name: str, doc: str) -> Gauge:
+        return Gauge(PREFIX + name, doc, registry=self.registry)
+
+    def _histogram(
+        self, name: str, doc: str, buckets: tuple[float, ...], *, labels: tuple[str, ...] = ()
+    ) -> Histogram:
+        return Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=self.registry)
 
     def observe_batch(self, chunks: int, requests: int) -> None:
         self.batch_chunks.observe(chunks)
@@ -150,7 +139,7 @@ class _JobsCollector(Collector):
         self._counts = counts
 
     def collect(self):  # type: ignore[override]
-        family = GaugeMetricFamily("slower_whisper_jobs", "Jobs on disk by state", labels=["state"])
+        family = GaugeMetricFamily(PREFIX + "jobs", "Jobs on disk by state", labels=["state"])
         for state, n in sorted(self._counts().items()):
             family.add_metric([state], n)
         yield family
@@ -170,8 +159,8 @@ class _NvmlCollector(Collector):
             raise OSError("nvmlInit failed")
 
     def collect(self):  # type: ignore[override]
-        used = GaugeMetricFamily("slower_whisper_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
-        total = GaugeMetricFamily("slower_whisper_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+        used = GaugeMetricFamily(PREFIX + "gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
+        total = GaugeMetricFamily(PREFIX + "gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
         count = ctypes.c_uint(0)
         if self._nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) == 0:
             for i in range(count.value):

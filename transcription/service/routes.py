@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import access, formats, params, speaker_options, streaming, work
 from .errors import ApiError
 from .jobs.store import JobStore, new_id, valid_id
-from .request import TranscriptionRequest
+from .request import Options, TranscriptionRequest
 from .scheduler import ShuttingDown, Ticket
 from .state import Service, get_service
 from .uploads import Upload, receive_upload
@@ -119,10 +119,7 @@ async def _audio(request: Request, svc: Service, task: str) -> Response:
 
     streaming_owns_cleanup = False
     try:
-        tmp.mkdir(parents=True)
-        upload = await _receive(request, svc, tmp / "input")
-        parsed = params.parse_options(svc.settings, upload)
-        params.check_language(parsed.language, svc.multilingual, svc.settings.model)
+        upload, parsed = await _received(request, svc, tmp)
         params.check_task(task, svc.multilingual, svc.settings.model)
         response_format = params.response_format(upload)
         # OpenAI's translations take no timestamp granularities: their verbose_json has segments only.
@@ -131,11 +128,7 @@ async def _audio(request: Request, svc: Service, task: str) -> Response:
         words = "word" in granularities or response_format == "slower_whisper_json"
         stream = params.stream(upload, response_format)
         # The endpoint's task, not the server's WHISPER_TASK (jobs, whose options hold none, follow that).
-        asked = TranscriptionRequest(
-            replace(parsed, word_timestamps=words),
-            speaker_options.parse(upload, svc.settings, response_format),
-            task,
-        )
+        asked = _asked(svc, upload, parsed, words=words, response_format=response_format, task=task)
         # Reference fields are checked now; their clips are decoded in the worker, inside admission.
         references = speaker_options.references(upload)
         label = upload.filename or "upload"
@@ -163,8 +156,34 @@ async def _audio(request: Request, svc: Service, task: str) -> Response:
             cleanup()
 
 
-async def _receive(request: Request, svc: Service, dest: Path) -> Upload:
-    return await receive_upload(request, dest, svc.max_bytes, idle_timeout_s=svc.settings.upload_idle_timeout)
+async def _received(request: Request, svc: Service, folder: Path) -> tuple[Upload, Options]:
+    """The upload, stored as `folder`/input, and its decoding options checked against the loaded model: what a
+    transcription and a job both read first."""
+    folder.mkdir(parents=True)
+    upload = await receive_upload(
+        request, folder / "input", svc.max_bytes, idle_timeout_s=svc.settings.upload_idle_timeout
+    )
+    parsed = params.parse_options(svc.settings, upload)
+    params.check_language(parsed.language, svc.multilingual, svc.settings.model)
+    return upload, parsed
+
+
+def _asked(
+    svc: Service,
+    upload: Upload,
+    parsed: Options,
+    *,
+    words: bool,
+    response_format: str,
+    task: str | None = None,
+) -> TranscriptionRequest:
+    """What the request asks for: its decoding options (word times as `words` says), its speaker fields
+    (checked against `response_format`) and the endpoint's task (None: the server's)."""
+    return TranscriptionRequest(
+        replace(parsed, word_timestamps=words),
+        speaker_options.parse(upload, svc.settings, response_format),
+        task,
+    )
 
 
 # ------------------------------------------------------------------ jobs
@@ -179,14 +198,9 @@ async def create_job(request: Request, svc: ServiceDep) -> JSONResponse:
     staging = svc.uploads / job_id
     accepted = False
     try:
-        staging.mkdir(parents=True)
-        upload = await _receive(request, svc, staging / "input")
-        parsed = params.parse_options(svc.settings, upload)
-        params.check_language(parsed.language, svc.multilingual, svc.settings.model)
+        upload, parsed = await _received(request, svc, staging)
         words = "word" in params.granularities(upload) or svc.settings.word_timestamps
-        job = TranscriptionRequest(
-            replace(parsed, word_timestamps=words), speaker_options.parse(upload, svc.settings, "json")
-        )
+        job = _asked(svc, upload, parsed, words=words, response_format="json")
         if speaker_options.has_references(upload):
             raise ApiError(
                 400,

@@ -132,11 +132,11 @@ def decode_references(refs: list[Reference]) -> dict[str, np.ndarray]:
     for ref in refs:
         try:
             pcm = audio.decode_clip(ref.clip, "the clip", REFERENCE_MAX_S + _SLACK_S)
+        except audio.TooLong:
+            raise _refused(ref.name, "the clip lasts more than 10 s; it must last 2 to 10 seconds") from None
         except audio.DecodeError:
             raise _refused(ref.name, "the clip is not decodable audio") from None
         duration = pcm.shape[0] / audio.SAMPLE_RATE
-        if duration > REFERENCE_MAX_S + _SLACK_S:
-            raise _refused(ref.name, "the clip lasts more than 10 s; it must last 2 to 10 seconds")
         if duration < REFERENCE_MIN_S:
             raise _refused(ref.name, f"the clip lasts {duration:.1f} s; it must last 2 to 10 seconds")
         out[ref.name] = pcm

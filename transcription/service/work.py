@@ -123,18 +123,25 @@ def _transcriber(svc: Service, on_segment: Callable[[Segment], None] | None) -> 
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
-    """(message, code) for a failed transcription: the upload's fault (invalid_audio) or ours."""
-    from transcription.audio import DecodeError
+    """(message, code) for a failed transcription: the upload's fault (audio_too_long, invalid_audio) or
+    ours."""
+    from transcription.audio import DecodeError, TooLong
 
+    if isinstance(exc, TooLong):
+        return str(exc), "audio_too_long"
     if isinstance(exc, DecodeError):
         return f"could not decode the upload as audio: {exc}", "invalid_audio"
     return f"{type(exc).__name__}: {exc}", "transcription_failed"
 
 
+# The upload's faults, by code: their status.
+_UPLOAD_FAULTS = {"audio_too_long": 413, "invalid_audio": 400}
+
+
 def api_error(exc: BaseException) -> ApiError:
     message, code = describe(exc)
-    if code == "invalid_audio":
-        return ApiError(400, message, code, param="file")
+    if code in _UPLOAD_FAULTS:
+        return ApiError(_UPLOAD_FAULTS[code], message, code, param="file")
     log.error("transcription failed", exc_info=exc)
     return ApiError(500, message, code)
 

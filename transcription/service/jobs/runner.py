@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,32 +61,28 @@ class _Held:
         self.task: asyncio.Task[None] | None = None
 
 
+@dataclass(eq=False)
 class JobRunner:
-    def __init__(
-        self,
-        store: JobStore,
-        scheduler: Scheduler,
-        work: Work,
-        describe: Describe,
-        ready: Callable[[], bool],
-        on_scan: Callable[[], None] | None = None,
-        callback_allow_internal: bool = False,
-    ) -> None:
-        self.store = store
-        # SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL: callbacks may go to loopback/private addresses.
-        self.callback_allow_internal = callback_allow_internal
-        self.scheduler = scheduler
-        self.work = work
-        self.describe = describe
-        self.ready = ready
-        self.on_scan = on_scan  # extra periodic housekeeping (stale upload folders)
-        self._held: dict[str, _Held] = {}
-        self._pending: dict[str, float] = {}  # accepted here, not yet claimed by anyone -> when accepted
-        self._uploading = 0
-        self._write_lock = threading.Lock()  # a holder's final write vs. the shutdown re-queue
-        self._kick: asyncio.Event | None = None
-        self._loop_task: asyncio.Task[None] | None = None
-        self._closed = False
+    """This replica's part in running the root's jobs: what it is given (the store, the scheduler whose
+    places it shares, how to run and describe a job, whether the model is ready), then its own state."""
+
+    store: JobStore
+    scheduler: Scheduler
+    work: Work
+    describe: Describe
+    ready: Callable[[], bool]
+    on_scan: Callable[[], None] | None = None  # extra periodic housekeeping (stale upload folders)
+    # SLOWER_WHISPER_CALLBACK_ALLOW_INTERNAL: callbacks may go to loopback/private addresses.
+    callback_allow_internal: bool = False
+    _held: dict[str, _Held] = field(default_factory=dict, init=False)
+    # accepted here, not yet claimed by anyone -> when accepted
+    _pending: dict[str, float] = field(default_factory=dict, init=False)
+    _uploading: int = field(default=0, init=False)
+    # a holder's final write vs. the shutdown re-queue
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _kick: asyncio.Event | None = field(default=None, init=False)
+    _loop_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
 
     # ---------------------------------------------------------------- admission
 
