@@ -10,7 +10,8 @@ Sets (`../shared/data`, see conversations/SOURCES.md; benchmarks/assemble.py reb
 
 Per set, pooled over its recordings: DER with pyannote.metrics at collar 0 and +-0.25 s (overlap scored),
 missed speech / false alarm / confusion at each, the speaker-count error per recording, how many reference
-speakers a count from 1.6 s windows could see at all (`countable`), and the time.
+speakers a count from 1.6 s windows could see at all (`countable`), how much of the reference speech
+no turn covers is no louder than the recording outside speech (`speech_missed_at_floor`), and the time.
 cpWER (`meeteval`, installed apart: `pip install meeteval`, which builds with a C compiler) on the calls:
 tiny.en's words labelled by our turns against the same words labelled by the reference turns (the
 difference is what our labels cost). Speed: a transcription with speakers against
@@ -133,6 +134,29 @@ def countable(wav: Path, reference: Turns) -> int:
     return sum(n >= MIN_WINDOWS for n in held.values())
 
 
+def missed_at_floor(wav: Path, reference: Turns, found: Turns, end: float | None) -> tuple[float, float]:
+    """Reference speech (10 ms frames, any speaker) outside every found turn, in seconds, and how much of it
+    is no louder than the 90th percentile of the recording's frames outside reference speech: a pause inside
+    an annotated turn, or speech under the noise, that no VAD threshold or gain can reveal. (0, 0) when the
+    reference leaves no 1 s outside speech to measure the floor on."""
+    audio = WavReader(wav).read(0.0, end) if end is not None else WavReader(wav).read()
+    n = audio.size // 160
+    level = 10 * np.log10(np.mean(audio[: n * 160].astype(np.float64).reshape(n, 160) ** 2, axis=1) + 1e-12)
+
+    def frames(turns: Turns) -> np.ndarray:
+        on = np.zeros(n, dtype=bool)
+        for _, a, b in turns:
+            on[int(a * 100) : int(b * 100)] = True
+        return on
+
+    ref, hyp = frames(reference), frames(found)
+    if (~ref).sum() < 100:
+        return 0.0, 0.0
+    missed = ref & ~hyp
+    floor = np.percentile(level[~ref], 90)
+    return float(missed.sum()) / 100, float((missed & (level <= floor)).sum()) / 100
+
+
 def score_set(diarizer, items: list[Recording], constraints: Constraints, scored_end: float | None) -> dict:
     """DER pooled over the set (the metric accumulates its components), and per recording."""
     from pyannote.metrics.diarization import DiarizationErrorRate
@@ -154,6 +178,9 @@ def score_set(diarizer, items: list[Recording], constraints: Constraints, scored
             row["speakers_ref"] = len({s for s, _, _ in rec.reference})
             row["count_error"] = row["speakers_found"] - row["speakers_ref"]
             row["speakers_countable"] = countable(rec.wav, rec.reference)
+            row["speech_missed_s"], row["speech_missed_at_floor_s"] = missed_at_floor(
+                rec.wav, rec.reference, hyp, scored_end
+            )
         per.append(row)
     out: dict = {"recordings": per, "diarize_s": round(seconds, 2), "audio_s": round(audio_s, 1)}
     if all(r.reference is not None for r in items):
@@ -173,6 +200,10 @@ def score_set(diarizer, items: list[Recording], constraints: Constraints, scored
         out["count_exact"] = f"{sum(e == 0 for e in errors)}/{len(errors)}"
         seen = [r["speakers_found"] - r["speakers_countable"] for r in per]
         out["count_within_one_of_countable"] = f"{sum(abs(e) <= 1 for e in seen)}/{len(seen)}"
+        missed = sum(r["speech_missed_s"] for r in per)
+        out["speech_missed_at_floor"] = (
+            round(sum(r["speech_missed_at_floor_s"] for r in per) / missed, 3) if missed else 0.0
+        )
     return out
 
 
@@ -357,6 +388,13 @@ def table(results: dict) -> str:
             f"{r['count_within_one_of_countable']} | {r['diarize_s']} s / {r['audio_s']} s |"
         )
     lines = ["\n".join(rows), ""]
+    for name, r in results["sets"].items():
+        if "speech_missed_at_floor" in r:
+            missed = sum(x["speech_missed_s"] for x in r["recordings"])
+            lines.append(
+                f"{name}: {missed:.1f} s of reference speech in no turn, "
+                f"{_pct(r['speech_missed_at_floor'])} of it no louder than outside speech"
+            )
     for key, r in results.get("sample_given_count", {}).items():
         lines.append(
             f"Phone call (sample), {key}: DER {_pct(r['der_collar_0.25'])} (collar 0.25), "
