@@ -9,8 +9,9 @@
    long tasks), a speaker rename, a zoom change, a JSON export.
 
 Also: the page's weight (bytes of its files, raw and gzipped) and what the contour costs per hour of speech
-(the document with and without contours, as written to whisper_json/ with indent 2, and compact as the
-service sends it). `--screenshots` saves docs/page-desktop.png and docs/page-phone.png of the sample.
+(the document with and without contours, as written to whisper_json/, as it was written before number
+arrays went on one line, and compact as the service sends it). `--screenshots` saves docs/page-desktop.png
+and docs/page-phone.png of the sample.
 
     python benchmarks/bench_page.py [--hours 2] [--repeats 3] [--screenshots] [--out results/page.json]
 """
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import server_env  # noqa: E402
 
+from transcription import writers  # noqa: E402
 from transcription.service.headers import PAGE_POLICY  # noqa: E402
 
 DATA = Path(os.environ.get("SLOWER_WHISPER_TEST_DATA") or REPO.parent / "shared" / "data")
@@ -103,7 +105,8 @@ def contour_cost(docs: list[dict]) -> dict:
             (s.get("audio_state") or {}).get("prosody", {}).pop("contour", None)
     out = {"speech_hours": round(speech, 4), "audio_hours": round(audio, 4)}
     for name, dump in (
-        ("indent2", lambda d: json.dumps(d, ensure_ascii=False, indent=2)),
+        ("written", lambda d: writers.render(d, "json")),  # whisper_json/: number arrays on one line
+        ("indent2", lambda d: json.dumps(d, ensure_ascii=False, indent=2)),  # one value per line, as before
         ("compact", lambda d: json.dumps(d, ensure_ascii=False, separators=(",", ":"))),
     ):
         with_c = sum(len(dump(d).encode()) for d in docs)
@@ -242,7 +245,7 @@ def main() -> None:
         docs = transcribe(tmp / "root")
         long = tile(docs, args.hours * 3600)
         doc_path = tmp / "two-hours.json"
-        doc_path.write_text(json.dumps(long, ensure_ascii=False, indent=2))
+        doc_path.write_text(writers.render(long, "json"))
         audio = tmp / "two-hours.wav"
         subprocess.run(
             [
