@@ -279,6 +279,7 @@ LIVE_JS = """async ([events, perFrame]) => {
             max_ms: s[s.length - 1]}; };
   const tenth = (xs, late) => { const n = Math.max(1, Math.floor(xs.length / 10));
     return late ? xs.slice(xs.length - n) : xs.slice(1, n + 1); };
+  for (let n = 0; n < 5; n++) await new Promise((r) => requestAnimationFrame(r));
   const box = document.getElementById('live-box');
   return {events: events.length, frames: gaps.length,
     event_first_10pct: stats(tenth(handle, false)), event_last_10pct: stats(tenth(handle, true)),
@@ -286,7 +287,7 @@ LIVE_JS = """async ([events, perFrame]) => {
     rows: document.querySelectorAll('#live-lines tbody tr').length,
     turns: document.querySelectorAll('#live-lines tbody').length,
     bars: document.querySelectorAll('#live-track .turn').length,
-    at_end: box.scrollHeight - box.scrollTop - box.clientHeight < 40};
+    at_end: box.scrollHeight - box.scrollTop - box.clientHeight < 40, following: liveView.following};
 }"""
 
 
@@ -324,10 +325,11 @@ def screenshots(browser, url: str, doc_path: Path, audio: Path) -> None:
 
 
 def live_screenshots(browser, url: str, events: list[dict]) -> None:
-    """The live view part-way through a session: its first lines final, the last one still being spoken."""
+    """The live view part-way through a session: its first lines final, the last one still being spoken
+    (its stable words, then its tail)."""
     minute = next(i for i, e in enumerate(events) if e.get("audio_start_ms", 0) > 50_000)
-    last_delta = max(i for i, e in enumerate(events[:minute]) if e["type"].endswith(".delta"))
-    shown = events[: last_delta + 1]
+    with_tail = [i for i, e in enumerate(events[:minute]) if (e.get("slower_whisper") or {}).get("tail")]
+    shown = events[: with_tail[-1] + 1]
     for name, viewport in (
         ("desktop", {"width": 1200, "height": 900}),
         ("phone", {"width": 390, "height": 900}),
@@ -339,7 +341,8 @@ def live_screenshots(browser, url: str, events: list[dict]) -> None:
             " setLiveStatus('Listening…'); events.forEach(onEvent); }",
             shown,
         )
-        page.evaluate(NEXT_FRAME)
+        for _ in range(3):  # the lines box follows the newest line within a few frames
+            page.evaluate(NEXT_FRAME)
         path = REPO / "docs" / f"page-live-{name}.png"
         page.locator("#live").screenshot(path=str(path))
         _shrink(path)

@@ -155,15 +155,17 @@ def test_live_mode_streams_the_microphone(main_server: Server, browser) -> None:
     assert [r.get_attribute("data-item") for r in page.locator("#live-lines tbody tr").all()] == [
         e["item_id"] for e in completed
     ]
-    text = " ".join(page.locator("#live-lines tr.final td.text").all_inner_texts()).lower()
+    text = " ".join(page.locator("#live-lines tr.final td.text").all_text_contents()).lower()
     for words in ("fellow american", "ask not", "what your country can do for you"):
         assert words in text, text
     starts = sum(1 for entry in log if entry["event"]["type"] == "input_audio_buffer.speech_started")
     assert page.locator("#live-lines tbody").count() == starts >= 1
     # Prosody filled in on the final lines (the session asked for it with the checkbox).
-    pitches = [float(t) for t in page.locator("#live-lines tr.final td.pitch").all_inner_texts() if t != "–"]
+    pitches = [
+        float(t) for t in page.locator("#live-lines tr.final td.pitch").all_text_contents() if t != "–"
+    ]
     assert pitches and all(60 <= p <= 400 for p in pitches), pitches
-    assert all(t.strip() for t in page.locator("#live-lines tr.final td.time").all_inner_texts())
+    assert all(t.strip() for t in page.locator("#live-lines tr.final td.time").all_text_contents())
 
     # The lane: one bar per completed item at the item's time, in order, within the recording.
     bars = page.locator("#live-track .turn")
@@ -224,7 +226,7 @@ def test_live_view_shows_tails_items_and_turns(main_server: Server, browser) -> 
             """(id) => { const r = document.querySelector(`#live-lines tr[data-item="${id}"]`);
                 const t = r.querySelector('.tail'); const s = r.querySelector('.stable');
                 return { cls: r.className, stable: s && s.textContent, tail: t && t.textContent,
-                         text: r.querySelector('td.text').innerText, time: r.cells[0].textContent,
+                         text: r.querySelector('td.text').textContent, time: r.cells[0].textContent,
                          pitch: r.querySelector('td.pitch').textContent,
                          how: r.querySelector('td.how').textContent,
                          tailStyle: t && [getComputedStyle(t).fontStyle, getComputedStyle(t).color],
@@ -302,6 +304,31 @@ def test_live_view_shows_tails_items_and_turns(main_server: Server, browser) -> 
     failed = {"type": "conversation.item.input_audio_transcription.failed", "item_id": "E"}
     send(failed | {"error": {"message": "no model"}})
     assert line("E")["cls"] == "failed" and "no model" in line("E")["text"]
+
+    # The lines box follows the newest line, and stays where the reader scrolled to.
+    box = "document.getElementById('live-box')"
+    frames = "new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))"
+    gap = "b.scrollHeight - b.scrollTop - b.clientHeight"
+    at_end = f"async () => {{ await {frames}; const b = {box}; return {gap}; }}"
+
+    for n in range(40):
+        item, t = f"F{n}", 90.0 + 2 * n
+        send(event("speech_started", item, audio_start_ms=ms(t)), delta(item, f"Line {n}", "and more"))
+        send(completed(item, f" Line {n} said.", (t, t + 1.5), True, 1.5))
+    assert page.evaluate(f"() => {box}.scrollHeight > 2 * {box}.clientHeight")
+    assert page.evaluate(at_end) < 40
+    page.evaluate(f"() => {{ {box}.scrollTop = 0; }}")
+    page.evaluate(f"async () => {{ await {frames}; }}")
+    send(event("speech_started", "G", audio_start_ms=ms(180)), delta("G", "Later", "words"))
+    page.evaluate(f"async () => {{ await {frames}; }}")
+    assert page.evaluate(f"() => {box}.scrollTop") == 0
+    page.evaluate(f"() => {{ {box}.scrollTop = {box}.scrollHeight; }}")
+    page.evaluate(f"async () => {{ await {frames}; }}")
+    send(
+        completed("G", " Later words.", (180.0, 181.0), True, 1.0),
+        event("speech_started", "H", audio_start_ms=ms(185)),
+    )
+    assert page.evaluate(at_end) < 40
 
     # At a phone's width the live lines fit without sideways scrolling.
     page.set_viewport_size({"width": 390, "height": 844})

@@ -18,6 +18,9 @@ const liveView = {
   bars: [], // [bar, start, end] of the completed items
   span: LIVE_SPANS[0],
   talk: 0, // seconds of speech in completed items
+  following: true, // the lines box is kept at its newest line
+  scrollPending: false,
+  ownScroll: 0, // where the box's own last scroll left it
 };
 
 function resetLiveView() {
@@ -26,8 +29,9 @@ function resetLiveView() {
   liveView.bars = [];
   liveView.span = LIVE_SPANS[0];
   liveView.talk = 0;
-  const table = $("live-lines");
-  while (table.tBodies.length) table.tBodies[0].remove();
+  liveView.following = true;
+  liveView.ownScroll = 0;
+  $("live-lines").replaceChildren();
   $("live-track").replaceChildren();
   $("live-total").textContent = fmtSeconds(0);
   drawAxis($("live-axis"), 0, liveView.span);
@@ -35,6 +39,12 @@ function resetLiveView() {
 
 // One server event into the view; true when it was one of the item events it shows.
 function showLiveEvent(event) {
+  const shown = showItemEvent(event);
+  if (shown) followLiveEnd();
+  return shown;
+}
+
+function showItemEvent(event) {
   switch (event.type) {
     case "input_audio_buffer.speech_started":
       liveView.group = null; // a new turn: its first item opens a new group
@@ -69,11 +79,7 @@ function msToS(ms) {
 function liveItem(id, startS = null) {
   let item = liveView.items.get(id);
   if (item) return item;
-  if (!liveView.group) {
-    liveView.group = document.createElement("tbody");
-    liveView.group.className = "live-turn";
-    $("live-lines").append(liveView.group);
-  }
+  if (!liveView.group) liveView.group = liveTurn();
   const row = document.createElement("tr");
   row.className = "partial";
   row.dataset.item = id;
@@ -94,8 +100,23 @@ function liveItem(id, startS = null) {
   if (startS !== null) row.cells[0].textContent = `${fmtTime(startS)}–`;
   item = { row, stable, tail, startS, endS: null };
   liveView.items.set(id, item);
-  followLiveEnd(() => liveView.group.append(row));
+  liveView.group.append(row);
   return item;
+}
+
+// A turn's lines: a table of its own in a box the browser skips laying out while it is off screen, so that
+// a new line costs the same at the end of a long session as at its start (in one table of all the lines,
+// every change laid out the whole table: frames grew to 150 ms after 1400 lines).
+function liveTurn() {
+  const box = document.createElement("div");
+  box.className = "live-turn";
+  const table = document.createElement("table");
+  table.className = "line-table live-table";
+  const body = document.createElement("tbody");
+  table.append(body);
+  box.append(table);
+  $("live-lines").append(box);
+  return body;
 }
 
 // Stable words are appended, never taken back; the tail after them is replaced whole.
@@ -159,9 +180,29 @@ function placeBar(bar, start, end) {
 }
 
 // The lines box follows the newest line while the reader is at its end, and stays put once they scroll up.
-function followLiveEnd(change) {
-  const box = $("live-box");
-  const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  change();
-  if (atEnd) box.scrollTop = box.scrollHeight;
+// Whether they did is learnt from the box's scroll events (those of its own scrolling aside), and the scroll
+// is made once per frame: reading the box's height at every event would lay all the lines out each time. A
+// turn first drawn as it comes into view can grow the box after the scroll: it is then made again, a few
+// frames at most.
+function followLiveEnd(tries = 3) {
+  if (!liveView.following || liveView.scrollPending) return;
+  liveView.scrollPending = true;
+  requestAnimationFrame(() => {
+    liveView.scrollPending = false;
+    if (!liveView.following) return;
+    const box = $("live-box");
+    box.scrollTop = box.scrollHeight;
+    liveView.ownScroll = box.scrollTop;
+    if (tries > 1) requestAnimationFrame(() => { if (!atLiveEnd(box)) followLiveEnd(tries - 1); });
+  });
 }
+
+function atLiveEnd(box) {
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+}
+
+$("live-box").addEventListener("scroll", () => {
+  const box = $("live-box");
+  if (Math.abs(box.scrollTop - liveView.ownScroll) < 2) return;
+  liveView.following = atLiveEnd(box);
+});
