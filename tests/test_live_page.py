@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import service_support as support
-from conftest import ffmpeg
+from conftest import DATA, ffmpeg
 from service_support import JFK, Server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
@@ -32,33 +32,67 @@ main_server = support.main_server  # the shared server fixture
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module")
-def microphone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """jfk as 48 kHz 16-bit WAV, with 3 s of silence after it (the end of the last turn)."""
-    out = tmp_path_factory.mktemp("live-page") / "jfk.wav"
-    ffmpeg("-i", str(JFK), "-ac", "1", "-ar", "48000", "-c:a", "pcm_s16le", "-af", "apad=pad_dur=3", str(out))
+LJSPEECH = DATA / "en_read" / "ljspeech"
+
+
+def microphone(out: Path, *sources: Path) -> Path:
+    """The sources one after another, each after 1 s of silence (the page opens its connection after the
+    microphone, so the very start of the file is not sent), as 48 kHz 16-bit WAV, then 3 s of silence (the
+    end of the last turn)."""
+    inputs = [arg for src in sources for arg in ("-i", str(src))]
+    chain = "".join(
+        f"[{i}:a]aformat=sample_rates=48000:channel_layouts=mono,adelay=1000:all=1[a{i}];"
+        for i in range(len(sources))
+    )
+    joined = "".join(f"[a{i}]" for i in range(len(sources)))
+    graph = f"{chain}{joined}concat=n={len(sources)}:v=0:a=1,apad=pad_dur=3[out]"
+    ffmpeg(*inputs, "-filter_complex", graph, "-map", "[out]", "-c:a", "pcm_s16le", str(out))
     return out
 
 
 @pytest.fixture(scope="module")
-def browser(microphone_wav: Path) -> Iterator[object]:
+def playwright() -> Iterator[object]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
         pytest.skip("chromium is not installed (Debian package 'chromium')")
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone_wav}%noloop",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
-        yield browser
-        browser.close()
+        yield p
+
+
+def launch(playwright, microphone_wav: Path):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone_wav}%noloop",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A browser whose microphone says jfk (11 s: four short turns)."""
+    browser = launch(playwright, microphone(tmp_path_factory.mktemp("live-page") / "jfk.wav", JFK))
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def reading_browser(playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A browser whose microphone reads two long LJSpeech sentences (9.7 s each, no pause of half a second
+    within them): each is one turn the server commits in several items."""
+    wav = microphone(
+        tmp_path_factory.mktemp("live-page") / "reading.wav",
+        LJSPEECH / "LJ001-0001.wav",
+        LJSPEECH / "LJ001-0003.wav",
+    )
+    browser = launch(playwright, wav)
+    yield browser
+    browser.close()
 
 
 def watch(page, server: Server) -> tuple[list[str], list[str]]:
@@ -126,57 +160,100 @@ def check_lines_follow_events(log: list[dict]) -> dict[str, list[dict]]:
     return items
 
 
+class Session:
+    """A live session of the page's microphone, run to its last words and stopped: the page, and every
+    event it received with its line's state right after."""
+
+    def __init__(self, browser, server: Server, last_words: str) -> None:
+        self.context = browser.new_context(permissions=["microphone"])
+        page = self.page = self.context.new_page()
+        page.add_init_script(RECORD_EVENTS)
+        self.errors, self.outside = watch(page, server)
+        page.goto(server.url + "/")
+        page.fill("#apikey", server.api_key or "")
+        page.check("#enrich")
+        page.click("#live-start")
+        page.locator("#live-status").filter(has_text="Listening").wait_for(timeout=30_000)
+        # Final lines as the turns end (the partial text before them is checked in the log: a delta and
+        # its completion can come in the same instant on a busy machine).
+        page.locator("#live-lines tr.final").filter(has_text=re.compile(last_words, re.I)).wait_for(
+            timeout=90_000
+        )
+        page.click("#live-stop")
+        page.locator("#live-status").filter(has_text="Stopped").wait_for()
+        self.log = page.evaluate("() => window.liveLog")
+        self.items = check_lines_follow_events(self.log)
+        self.completed = [e for e in (x["event"] for x in self.log) if e["type"].endswith(".completed")]
+
+    def groups(self) -> list[list[str]]:
+        return self.page.evaluate(
+            "() => [...document.querySelectorAll('#live-lines tbody')]"
+            ".map(g => [...g.rows].map(r => r.dataset.item))"
+        )
+
+    def text(self) -> str:
+        return " ".join(self.page.locator("#live-lines tr.final td.text").all_text_contents()).lower()
+
+    def check_view(self, audio_s: float) -> None:
+        """Every line final, in the order the items completed, a group per turn, prosody and times filled
+        in, and one bar per item on the lane at the item's time."""
+        page, completed = self.page, self.completed
+        assert completed and any(
+            e["type"].endswith(".delta") and e["delta"].strip() for es in self.items.values() for e in es
+        )
+        finals = page.locator("#live-lines tr.final")
+        assert [r.get_attribute("data-item") for r in page.locator("#live-lines tbody tr").all()] == [
+            e["item_id"] for e in completed
+        ]
+        starts = sum(1 for x in self.log if x["event"]["type"] == "input_audio_buffer.speech_started")
+        assert len(self.groups()) == starts >= 1
+        # Prosody filled in on the final lines (the session asked for it with the checkbox).
+        pitches = [
+            float(t) for t in page.locator("#live-lines tr.final td.pitch").all_text_contents() if t != "–"
+        ]
+        assert pitches and all(60 <= p <= 400 for p in pitches), pitches
+        assert all(t.strip() for t in page.locator("#live-lines tr.final td.time").all_text_contents())
+        bars = page.locator("#live-track .turn")
+        assert bars.count() == finals.count() == len(completed)
+        spans = [
+            (float(b.get_attribute("data-start")), float(b.get_attribute("data-end"))) for b in bars.all()
+        ]
+        rows = [
+            (float(r.get_attribute("data-start")), float(r.get_attribute("data-end"))) for r in finals.all()
+        ]
+        assert spans == rows
+        assert all(0 <= a < b <= audio_s for a, b in spans) and spans == sorted(spans), spans
+        assert all(b1 <= a2 + 0.05 for (_, b1), (a2, _) in zip(spans, spans[1:], strict=False)), spans
+        assert self.errors == [] and self.outside == []
+
+    def close(self) -> None:
+        self.context.close()
+
+
 def test_live_mode_streams_the_microphone(main_server: Server, browser) -> None:
-    context = browser.new_context(permissions=["microphone"])
-    page = context.new_page()
-    page.add_init_script(RECORD_EVENTS)
-    errors, outside = watch(page, main_server)
-    page.goto(main_server.url + "/")
-    page.fill("#apikey", main_server.api_key or "")
-    page.check("#enrich")
-    page.click("#live-start")
-    page.locator("#live-status").filter(has_text="Listening").wait_for(timeout=30_000)
-    # Final lines as the turns end (the partial text before them is checked in the log below: a delta
-    # and its completion can come in the same instant on a busy machine).
-    page.locator("#live-lines tr.final").filter(has_text=re.compile(r"for your country", re.I)).wait_for(
-        timeout=90_000
-    )
-    page.click("#live-stop")
-    page.locator("#live-status").filter(has_text="Stopped").wait_for()
-    log = page.evaluate("() => window.liveLog")
-    items = check_lines_follow_events(log)
-    completed = [e for e in (entry["event"] for entry in log) if e["type"].endswith(".completed")]
-    assert completed and any(
-        e["type"].endswith(".delta") and e["delta"].strip() for es in items.values() for e in es
-    )
-
-    # Every line final now, in the order the items completed, grouped by turn; the text is jfk's.
-    finals = page.locator("#live-lines tr.final")
-    assert [r.get_attribute("data-item") for r in page.locator("#live-lines tbody tr").all()] == [
-        e["item_id"] for e in completed
-    ]
-    text = " ".join(page.locator("#live-lines tr.final td.text").all_text_contents()).lower()
+    session = Session(browser, main_server, r"for your country")
+    session.check_view(audio_s=15.5)
     for words in ("fellow american", "ask not", "what your country can do for you"):
-        assert words in text, text
-    starts = sum(1 for entry in log if entry["event"]["type"] == "input_audio_buffer.speech_started")
-    assert page.locator("#live-lines tbody").count() == starts >= 1
-    # Prosody filled in on the final lines (the session asked for it with the checkbox).
-    pitches = [
-        float(t) for t in page.locator("#live-lines tr.final td.pitch").all_text_contents() if t != "–"
-    ]
-    assert pitches and all(60 <= p <= 400 for p in pitches), pitches
-    assert all(t.strip() for t in page.locator("#live-lines tr.final td.time").all_text_contents())
+        assert words in session.text(), session.text()
+    # Every tail the server sent was shown after the stable words and replaced by the next (checked in the
+    # log; how many come depends on how many decodes the busy machine makes, so their number is not).
+    session.close()
 
-    # The lane: one bar per completed item at the item's time, in order, within the recording.
-    bars = page.locator("#live-track .turn")
-    assert bars.count() == finals.count() == len(completed)
-    spans = [(float(b.get_attribute("data-start")), float(b.get_attribute("data-end"))) for b in bars.all()]
-    rows = [(float(r.get_attribute("data-start")), float(r.get_attribute("data-end"))) for r in finals.all()]
-    assert spans == rows
-    assert all(0 <= a < b <= 11.5 for a, b in spans) and spans == sorted(spans), spans
-    assert all(b1 <= a2 + 0.05 for (_, b1), (a2, _) in zip(spans, spans[1:], strict=False)), spans
-    assert errors == [] and outside == []
-    context.close()
+
+def test_live_mode_commits_a_long_turn_in_several_items(main_server: Server, reading_browser) -> None:
+    session = Session(reading_browser, main_server, r"similar process")
+    session.check_view(audio_s=25.0)
+    text = session.text()
+    for words in ("printing", "exhibition", "chinese", "similar process"):
+        assert words in text, text
+    # A read sentence of 9.7 s is committed in more than one item within its turn, all in one group, in
+    # order; only the turn's last item ends it.
+    groups = session.groups()
+    assert any(len(g) >= 2 for g in groups), groups
+    end_of_turn = {e["item_id"]: e["slower_whisper"]["end_of_turn"] for e in session.completed}
+    for group in groups:
+        assert [end_of_turn[i] for i in group] == [False] * (len(group) - 1) + [True], (groups, end_of_turn)
+    session.close()
 
 
 def ms(seconds: float) -> int:
