@@ -2,7 +2,7 @@
 
 Files and jobs wait in the service's scheduler; live sessions never do. Their decodes run here on the
 shared engine (in throughput mode through the shared packer, ahead of files: packing.py), on as many
-threads as the engine has workers. A turn's final decode goes before any waiting partial, and partials
+threads as the engine has workers. An item's final decode goes before any waiting partial, and partials
 never hold every thread, so a final waits for at most one running decode. On CPU without packing the
 engine's workers are shared with file transcriptions: a live decode then waits at most for one model call
 of a file (one 30 s window), never for the file queue.

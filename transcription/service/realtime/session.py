@@ -514,7 +514,8 @@ class LiveSession:
     def _partial_done(self, item: _Item, future: Future[str]) -> None:
         if self.partial is future:
             self.partial = None
-        if future.cancelled() or item is not self.item or item.final is not None:
+        # Text that arrives during a pause (the speculative final under way) is still shown.
+        if future.cancelled() or item is not self.item:
             self._start_partial()
             return
         if future.exception() is not None:

@@ -7,23 +7,25 @@ trigger, with no silence as long as the silence duration in between, belongs to 
 SOFT_ONSET_S of it). A soft first word ("ask" in jfk's "ask not" scores 0.4-0.6) otherwise fell outside
 the prefix padding when a louder word triggered the turn, and was lost.
 
-Sooner, after `SPECULATE_AFTER_S` of that silence, the turn's audio is handed out (`Paused`) so its final
-decode can start while the server is still waiting to be sure the speaker has stopped: when the silence
-holds, the text is ready about when the turn is committed; when speech resumes (`Resumed`), that decode is
-dropped. The audio of a turn is the same either way: from `prefix_padding_ms` before the speech to
-`SPECULATE_AFTER_S` into the silence.
+A turn is committed as one or more items. Mid-turn, the item so far is committed as its own (`Cut`) at a
+natural boundary, so its words become final without waiting for the end of a long turn: when speech resumes
+after a pause of at least CUT_PAUSE_S once the item holds MIN_ITEM_S, or, with no such pause, once it
+reaches MAX_ITEM_S, at the quietest frame of its last DIP_WINDOW_S (never during a pause: the pause decides
+first). The next item starts where the cut is, and a turn has no length limit of its own.
+
+Sooner, after `SPECULATE_AFTER_S` of a pause, the item's audio is handed out (`Paused`) so its final
+decode can start while the server is still waiting to see whether the speaker goes on: when the silence
+holds, the text is ready about when the turn is committed; when speech resumes after a pause long enough
+to cut the item there, that decode is the item's final; otherwise (`Resumed`) it is dropped. The audio of
+an item is the same either way: from `prefix_padding_ms` before the speech (or from the cut before it) to
+`SPECULATE_AFTER_S` into the pause (or to the length cut). Its final decode also hears CONTEXT_S of the
+neighbouring item on each side of a cut (`ItemAudio`). The constants, and the data they were chosen on,
+are in docs/service.md ("Live sessions").
 
 Without turn detection (manual mode) the audio accumulates until the client commits or clears it.
 
 One object per session, used from one thread at a time (the session's processing step); positions are
 sample indices of the session's whole 16 kHz stream.
-
-A turn is committed as one or more items. Mid-turn, the item so far is committed as its own (`Cut`) at a
-natural boundary, so its words become final without waiting for the end of a long turn: when speech resumes
-after a pause of at least CUT_PAUSE_S once the item holds MIN_ITEM_S, or, with no such pause, once it
-reaches MAX_ITEM_S, at the quietest frame of its last DIP_WINDOW_S. A cut at a pause takes the audio the
-speculative decode got (`Paused`), so that decode becomes the item's final; the next item starts where it
-ends. The constants, and the data they were chosen on, are in docs/service.md ("Live sessions").
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ SPECULATE_AFTER_S = 0.16  # silence before the final decode starts (faster-whisp
 PARTIAL_STEP_S = 0.5  # new speech between two partial decodes
 MIN_ITEM_S = 3.0  # an item is long enough to be cut at a pause
 CUT_PAUSE_S = 0.2  # the pause that cuts it (from the first quiet frame to speech again)
-MAX_ITEM_S = 8.0  # an item is cut here without a pause (always well inside one Whisper window)
+MAX_ITEM_S = 10.0  # an item is cut here without a pause (always well inside one Whisper window)
 DIP_WINDOW_S = 1.5  # ... at its quietest frame of this last stretch
 # Audio of the neighbouring item decoded with an item on each side of a cut (the words there dropped by
 # their times): the item after a cut starts with the end of the one before, the one before a length cut
@@ -201,8 +203,9 @@ class LiveAudio:
     def _speech_again(self, at: int, actions: list[Action]) -> None:
         """Speech after a pause: a long enough item is cut at the pause (its speculative decode is its
         final), else the speculative decode is dropped."""
-        cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE) if self._silence_at is not None else at
-        long_pause = at - (self._silence_at or at) >= int(CUT_PAUSE_S * SAMPLE_RATE)
+        assert self._silence_at is not None
+        cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
+        long_pause = at - self._silence_at >= int(CUT_PAUSE_S * SAMPLE_RATE)
         if self._paused and long_pause and cut - self._item_start >= int(MIN_ITEM_S * SAMPLE_RATE):
             actions.append(Cut(cut, self._item_audio(cut), speculated=True))
             self._next_item(cut)
@@ -217,11 +220,9 @@ class LiveAudio:
             return
         if p < self._dip_p:
             self._dip_p, self._dip_at = p, at + FRAME // 2
-        if length >= int(MAX_ITEM_S * SAMPLE_RATE):
+        # During a pause the pause decides: the turn ends, or speech resumes (a cut there, or here after).
+        if length >= int(MAX_ITEM_S * SAMPLE_RATE) and self._silence_at is None:
             assert self._dip_at is not None
-            if self._paused:
-                actions.append(Resumed())  # its audio ends elsewhere
-                self._paused = False
             at = self._dip_at
             actions.append(Cut(at, self._item_audio(at, min(end, at + int(CONTEXT_S * SAMPLE_RATE))), False))
             self._next_item(at)
