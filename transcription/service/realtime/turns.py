@@ -41,6 +41,7 @@ from .vad import FRAME, StreamingVad
 
 SPECULATE_AFTER_S = 0.16  # silence before the final decode starts (faster-whisper's own VAD gap: 160 ms)
 PARTIAL_STEP_S = 0.5  # new speech between two partial decodes
+FIRST_PARTIAL_S = 0.3  # speech before a turn's first partial decode (its first text)
 MIN_ITEM_S = 3.0  # an item is long enough to be cut at a pause
 CUT_PAUSE_S = 0.2  # the pause that cuts it (from the first quiet frame to speech again)
 MAX_ITEM_S = 10.0  # an item is cut here without a pause (always well inside one Whisper window)
@@ -176,7 +177,7 @@ class LiveAudio:
                 self.in_speech = True
                 self._item_start = max(self._start, onset - self._padding())
                 self._lead = 0
-                self._partial_at = end
+                self._partial_at = end - int((PARTIAL_STEP_S - FIRST_PARTIAL_S) * SAMPLE_RATE)
                 actions.append(Started(self._item_start))
             return
         if p >= td.threshold:
