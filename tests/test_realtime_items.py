@@ -74,9 +74,10 @@ async def _speak(server: Server) -> list[dict]:
 
         speaking = asyncio.ensure_future(speak())
 
-        def finished(ev: list[dict]) -> bool:
-            done = of(ev, COMPLETED)
-            return speaking.done() and bool(done) and done[-1]["slower_whisper"]["end_of_turn"]
+        def finished(ev: list[dict]) -> bool:  # the turn ended and every item committed has completed
+            stopped, committed = of(ev, "input_audio_buffer.speech_stopped"), of(ev, COMMITTED)
+            ended = bool(stopped) and bool(committed) and committed[-1]["item_id"] == stopped[-1]["item_id"]
+            return speaking.done() and ended and len(of(ev, COMPLETED)) == len(committed)
 
         events = await events_until(ws, finished, timeout=150)
         await speaking
@@ -162,7 +163,8 @@ def test_the_completed_transcript_is_the_items_text(items_server: Server, events
     for c in completed:
         deltas = [d for d in of(events, DELTA) if d["item_id"] == c["item_id"]]
         appended = "".join(d["delta"] for d in deltas)
-        assert c["transcript"].strip()
+        assert c["transcript"].strip() and isinstance(c["slower_whisper"]["end_of_turn"], bool)
+        assert deltas and all("tail" in d["slower_whisper"] for d in deltas)  # a client showed a tail
         if appended == c["transcript"]:
             agreeing += 1
             assert deltas[-1]["slower_whisper"]["tail"] == ""  # nothing is left to revise
