@@ -156,6 +156,25 @@ def test_writers_render_valid_subtitles() -> None:
         writers.get_writer("docx")
 
 
+def test_json_writer_puts_number_arrays_on_one_line_and_round_trips() -> None:
+    segs = [
+        Segment(0, 0.0, 0.5, 'A "[\n  1,\n  2\n]" inside a string', -0.1, 0.0, [Word("A", 0.0, 0.4, 0.9)]),
+        Segment(1, 1.0, 1.6, "second", -0.1, 0.0, []),
+    ]
+    doc = _doc(segs, 2.0)
+    contour = {"step_s": 0.1, "pitch_hz": [None, 212, 230.5, -3, 1e-07, None], "energy_db": [-31, -28, -29]}
+    doc["segments"][0]["audio_state"] = {"prosody": {"contour": contour}, "empty": [], "flags": [True, False]}
+    text = writers.render(doc, "json")
+    assert json.loads(text) == doc  # the same document: strings untouched, numbers exact
+    lines = [line.strip() for line in text.splitlines()]
+    assert '"pitch_hz": [null, 212, 230.5, -3, 1e-07, null],' in lines
+    assert '"energy_db": [-31, -28, -29]' in lines
+    # The rest keeps its indent: objects and arrays of objects one member per line, other arrays too.
+    assert '"segments": [' in lines and '"words": [' in lines and '"flags": [' in lines and "true," in lines
+    assert '"empty": [],' in lines
+    assert text.endswith("}\n") and text.startswith('{\n  "schema_version": 1,\n')
+
+
 def test_bundled_models_resolve_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     settings = load_settings({"hf_home": str(tmp_path / "hf")}, None, {})

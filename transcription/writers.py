@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import PurePosixPath
 
 from .doc_types import SegmentDoc, Transcript
@@ -49,11 +50,25 @@ class Writer:
         raise NotImplementedError
 
 
+# A non-empty array of numbers (or nulls) as `json.dumps(indent=2)` lays it out, one item per line. The
+# opening bracket is followed by a newline, which never occurs raw inside a JSON string, so the pattern can
+# only match real arrays.
+_NUMBER = r"(?:-?(?:\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|Infinity)|NaN|null)"
+_NUMBER_ARRAY = re.compile(rf"\[\n *{_NUMBER}(?:,\n *{_NUMBER})*\n *\]")
+
+
+def _one_line(match: re.Match[str]) -> str:
+    return "[" + ", ".join(item.strip() for item in match.group()[1:-1].split(",")) + "]"
+
+
 class JsonWriter(Writer):
+    """Indented for people to read, except arrays of numbers (the prosody contours), which go on one line:
+    one value per line made the contours a third of the file."""
+
     extension = "json"
 
     def render(self, doc: Transcript) -> str:
-        return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+        return _NUMBER_ARRAY.sub(_one_line, json.dumps(doc, ensure_ascii=False, indent=2)) + "\n"
 
 
 class TxtWriter(Writer):

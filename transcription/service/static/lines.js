@@ -19,14 +19,27 @@ function showLines(doc, speakers) {
 }
 
 function lineRow(seg, index, speakers) {
+  const row = segmentRow(seg, speakers);
+  row.dataset.segment = seg.id;
+  row.dataset.index = index;
+  if (seg.speaker) {
+    const cell = row.cells[1];
+    if (!lines.speakerCells.has(seg.speaker)) lines.speakerCells.set(seg.speaker, []);
+    lines.speakerCells.get(seg.speaker).push(cell);
+  }
+  lines.rows.push(row);
+  return row;
+}
+
+// One line's row, as the review table and the live view both show it (`seg` as in the document:
+// start/end in seconds, text, speaker, audio_state).
+function segmentRow(seg, speakers) {
   const state = seg.audio_state || {};
   const status = state.status || {};
   const prosody = state.prosody || {};
   const emotion = state.emotion;
   const errors = Array.isArray(status.errors) ? status.errors : [];
   const row = document.createElement("tr");
-  row.dataset.segment = seg.id;
-  row.dataset.index = index;
   const pitch = prosody.pitch && prosody.pitch.mean_hz;
   const energy = prosody.energy && prosody.energy.rms_db;
   const emotionText = emotion ? [emotion.arousal, emotion.valence, emotion.dominance].map((v) => fmt(v, 2)).join(" / ") : "–";
@@ -51,10 +64,7 @@ function lineRow(seg, index, speakers) {
     cell.dataset.speaker = seg.speaker;
     cell.style.color = speakerColour(speakers, seg.speaker);
     row.dataset.speaker = seg.speaker;
-    if (!lines.speakerCells.has(seg.speaker)) lines.speakerCells.set(seg.speaker, []);
-    lines.speakerCells.get(seg.speaker).push(cell);
   }
-  lines.rows.push(row);
   return row;
 }
 

@@ -1,14 +1,14 @@
-// Live mode: the microphone streamed to /v1/realtime (OpenAI's Realtime transcription protocol). Partial
-// text shows while someone speaks, the final line replaces it when the turn ends, and its prosody is filled
-// in with it. The key goes in OpenAI's browser subprotocol, as browsers cannot set WebSocket headers.
+// Live mode: the microphone streamed to /v1/realtime (OpenAI's Realtime transcription protocol); what the
+// server sends is shown by live-view.js. The key goes in OpenAI's browser subprotocol, as browsers cannot set
+// WebSocket headers.
 "use strict";
 
 const live = {
   ws: null,
   context: null,
   stream: null,
-  lines: new Map(), // item id -> its line
-  open: 0, // turns started and not yet completed
+  open: new Set(), // items started and not yet completed
+  uncommitted: new Set(), // items started and not yet committed
 };
 
 $("live-start").addEventListener("click", startLive);
@@ -24,6 +24,9 @@ async function startLive() {
   localStorage.setItem("slower-whisper-key", key);
   $("live-start").disabled = true;
   $("live").hidden = false;
+  resetLiveView();
+  live.open.clear();
+  live.uncommitted.clear();
   try {
     // The raw signal: the browser's voice-call processing (noise suppression, gain riding) distorts speech
     // more than it helps Whisper.
@@ -101,10 +104,10 @@ function stopLive(message, error = false) {
   const ws = live.ws;
   live.ws = null;
   if (ws && ws.readyState === WebSocket.OPEN) {
-    if (live.open > 0) ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+    if (live.uncommitted.size) ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
     const deadline = Date.now() + 10000;
     const wait = setInterval(() => {
-      if (live.open <= 0 || Date.now() > deadline || ws.readyState !== WebSocket.OPEN) {
+      if (!live.open.size || Date.now() > deadline || ws.readyState !== WebSocket.OPEN) {
         clearInterval(wait);
         ws.close(1000, "stopped");
       }
@@ -115,63 +118,22 @@ function stopLive(message, error = false) {
   setLiveStatus(message, error);
 }
 
+// Items are tracked from their first event to their completion, so that Stop can commit the one being
+// spoken and wait for the last one's text.
 function onEvent(event) {
-  switch (event.type) {
-    case "input_audio_buffer.speech_started":
-      live.open += 1;
-      line(event.item_id);
-      break;
-    case "conversation.item.input_audio_transcription.delta": {
-      const text = line(event.item_id).querySelector(".text");
-      text.textContent += event.delta;
-      break;
-    }
-    case "conversation.item.input_audio_transcription.completed":
-      live.open = Math.max(0, live.open - 1);
-      complete(line(event.item_id), event);
-      break;
-    case "conversation.item.input_audio_transcription.failed":
-      live.open = Math.max(0, live.open - 1);
-      line(event.item_id).querySelector(".text").textContent = `(failed: ${event.error.message})`;
-      break;
-    case "error":
-      setLiveStatus(`Server: ${event.error.message}`, true);
-      break;
-    default:
-      break;
+  if (event.type === "error") {
+    setLiveStatus(`Server: ${event.error.message}`, true);
+    return;
   }
-}
-
-// The line of one turn, made when its speech starts (or at its first event).
-function line(item) {
-  let li = live.lines.get(item);
-  if (!li) {
-    li = document.createElement("li");
-    li.className = "partial";
-    li.dataset.item = item;
-    const text = document.createElement("span");
-    text.className = "text";
-    const how = document.createElement("span");
-    how.className = "how";
-    li.append(text, how);
-    $("live-lines").append(li);
-    live.lines.set(item, li);
+  if (!showLiveEvent(event)) return;
+  const id = event.item_id;
+  const row = liveView.items.get(id).row;
+  if (!row.classList.contains("partial")) {
+    live.open.delete(id); // completed or failed
+    live.uncommitted.delete(id);
+    return;
   }
-  return li;
-}
-
-function complete(li, event) {
-  li.className = "final";
-  li.querySelector(".text").textContent = event.transcript;
-  const extra = event.slower_whisper || {};
-  const state = extra.audio_state;
-  if (!state || !state.prosody) return;
-  const p = state.prosody;
-  li.dataset.pitch = p.pitch && p.pitch.mean_hz !== null ? String(p.pitch.mean_hz) : "";
-  li.dataset.energy = p.energy && p.energy.rms_db !== null ? String(p.energy.rms_db) : "";
-  const parts = [];
-  if (p.pitch && p.pitch.mean_hz) parts.push(`${fmt(p.pitch.mean_hz)} Hz`);
-  if (p.energy && p.energy.rms_db !== null) parts.push(`${fmt(p.energy.rms_db, 1)} dB`);
-  if (state.rendering) parts.push(state.rendering);
-  li.querySelector(".how").textContent = parts.join(" · ");
+  live.open.add(id);
+  if (row.classList.contains("committed")) live.uncommitted.delete(id);
+  else live.uncommitted.add(id);
 }

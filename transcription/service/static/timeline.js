@@ -113,15 +113,14 @@ function setView(start) {
     bar.style.left = `${(100 * (a - from)) / span}%`;
     bar.style.width = `${(100 * (b - a)) / span}%`;
   }
-  showAxis();
+  drawAxis($("axis"), from, from + span);
   plot(timeline.doc, timeline.view);
   movePlayhead(player.el.currentTime || 0);
 }
 
-function showAxis() {
-  const axis = $("axis");
+// Time ticks along [start, end] (seconds), under the lanes of the review view or of the live view.
+function drawAxis(axis, start, end) {
   axis.replaceChildren();
-  const { start, end } = timeline.view;
   const step = tickStep((end - start) / 6);
   for (let t = Math.ceil(start / step) * step; t <= end + 1e-9; t += step) {
     const tick = document.createElement("span");
