@@ -14,7 +14,7 @@ one) 1 session while file uploads run on the same server in a loop. Each repeat 
 the order reversed on the next repeat, and plays its own part of the recordings.
 
     python benchmarks/bench_realtime.py [--repeats 2] [--systems ours,whisperlive,whisperlivekit]
-        [--out benchmarks/results/realtime.json] [--markdown part.md]
+        [--out benchmarks/results/realtime.json] [--markdown part.md] [--logs x.json] [--rescore x.json]
 
 Our client follows both event schemes: one item per turn with append-only deltas (before issue 22), and
 items committed mid-turn with `slower_whisper.tail` carrying a revisable tail (docs/service.md).
@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 from common import server_env
 from live_conversations import RATE, Recording, assembled, harper_valley
-from live_metrics import SessionLog, TurnScores, pct, score, wer
+from live_metrics import Observation, SessionLog, TurnScores, pct, score, wer
 from realtime_peers import (
     CHUNK_S,
     drain,
@@ -275,6 +275,15 @@ def summarise(scored: list[TurnScores], texts: list[tuple[Recording, str]], offl
     }
     for kind, by_name in offline.items():
         out[f"wer_offline_{kind}"] = wer(refs, [by_name[rec.name] for rec, _ in texts])
+    for kind in ("read", "harper"):  # read speech and phone calls apart
+        mine = [(rec, text) for rec, text in texts if rec.name.startswith(kind)]
+        if mine:
+            out[f"wer_live_{kind}"] = wer([r.reference for r, _ in mine], [t for _, t in mine])
+            out[f"wer_offline_ours_{kind}"] = (
+                wer([r.reference for r, _ in mine], [offline["ours"][r.name] for r, _ in mine])
+                if "ours" in offline
+                else None
+            )
     if items:
         out |= {
             "item_final_median_s": pct(items, 0.5),
@@ -304,10 +313,8 @@ def crop(rec: Recording, seconds: float) -> Recording:
     return Recording(rec.name, rec.audio[:end], turns)
 
 
-def measure(args: argparse.Namespace, tmp: Path) -> dict:
-    recs = assembled(DATA) + harper_valley(DATA, HARPER)
-    if args.crop_s:
-        recs = [crop(r, args.crop_s) for r in recs]
+def measure(args: argparse.Namespace, recs: list[Recording], tmp: Path) -> tuple[list[dict], dict]:
+    """Every pass of every repeat: the sessions' logs, and the recordings transcribed offline."""
     model_dir = tiny_en_dir()
     systems = [SYSTEMS[s] for s in args.systems.split(",")]
     ports = {s: free_port() for s in systems}
@@ -335,9 +342,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
                     for log in got:
                         logs.append({"repeat": r, "setting": name, "extra": extra, "log": log})
                     print(f"repeat {r} {system} {name}: {time.monotonic() - t0:.0f} s {extra}", flush=True)
+    return logs, offline
+
+
+def tabulate(recs: list[Recording], logs: list[dict], offline: dict) -> dict:
     by_name = {rec.name: rec for rec in recs}
     results = []
-    for system in systems:
+    for system in (OURS, WL, WLK):
         for setting in ("1", "4", "1+files"):
             mine = [x for x in logs if x["log"].system == system and x["setting"] == setting]
             if not mine:
@@ -365,10 +376,26 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
             }
             for r in recs
         ],
-        "sessions": [{"repeat": x["repeat"], "setting": x["setting"], **asdict(x["log"])} for x in logs]
-        if args.keep_logs
-        else [],
     }
+
+
+def save_logs(path: Path, logs: list[dict], offline: dict) -> None:
+    sessions = [
+        {"repeat": x["repeat"], "setting": x["setting"], "extra": x["extra"], **asdict(x["log"])}
+        for x in logs
+    ]
+    path.write_text(json.dumps({"offline": offline, "sessions": sessions}))
+
+
+def load_logs(path: Path) -> tuple[list[dict], dict]:
+    data = json.loads(path.read_text())
+    logs = []
+    for s in data["sessions"]:
+        head = {k: s.pop(k) for k in ("repeat", "setting", "extra")}
+        s["observations"] = [Observation(**o) for o in s["observations"]]
+        s["items"] = [tuple(i) for i in s["items"]]
+        logs.append(head | {"log": SessionLog(**s)})
+    return logs, data["offline"]
 
 
 def machine() -> dict:
@@ -426,16 +453,29 @@ def main() -> None:
     ap.add_argument("--systems", default="ours,whisperlive,whisperlivekit")
     ap.add_argument("--crop-s", type=float, help="play only the turns within this many seconds (a smoke run)")
     ap.add_argument("--server-logs", type=Path, help="a folder for the servers' own logs")
-    ap.add_argument("--keep-logs", action="store_true", help="store every session's observations in --out")
+    ap.add_argument("--logs", type=Path, help="write every session's observations here (JSON)")
+    ap.add_argument("--rescore", type=Path, help="score the sessions of an earlier --logs file again")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     started = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = measure(args, Path(tmp))
+    recs = assembled(DATA) + harper_valley(DATA, HARPER)
+    if args.crop_s:
+        recs = [crop(r, args.crop_s) for r in recs]
+    if args.rescore:
+        logs, offline = load_logs(args.rescore)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            logs, offline = measure(args, recs, Path(tmp))
+        if args.logs:
+            save_logs(args.logs, logs, offline)
+    result = tabulate(recs, logs, offline)
     result |= {
         "repeats": args.repeats,
         "machine": machine(),
+        "commit": subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_s": round(time.time() - started),
     }
