@@ -294,14 +294,15 @@ def summarise(scored: list[TurnScores], texts: list[tuple[Recording, str]], offl
 
 
 def plan(recs: list[Recording], repeats: int) -> list[tuple[Recording, list[Recording]]]:
-    """Per repeat: the recording for one session and four for the concurrent sessions."""
+    """Per repeat: the recording for one session (the one of most turns in this repeat's part of the read
+    conversations) and four for the concurrent sessions (the rest of that part and a phone call)."""
     read = [r for r in recs if r.name.startswith("read")]
     real = [r for r in recs if r.name.startswith("harper")]
     half = len(read) // max(1, repeats)
     out = []
     for r in range(repeats):
         part = read[r * half : (r + 1) * half] or read
-        part = sorted(part, key=lambda x: x.seconds)
+        part = sorted(part, key=lambda x: -len(x.turns))
         out.append((part[0], part[1:4] + real[r % len(real) : r % len(real) + 1]))
     return out
 
@@ -421,7 +422,8 @@ def markdown(result: dict) -> str:
         return "–" if v is None else f"{v:.{d}f}"
 
     rows = [
-        "| system | sessions | turns | first text median / p95 s | final median / p95 s "
+        "| system | sessions | turns (never shown, never final) | first text median / p95 s "
+        "| final median / p95 s "
         "| longest no new text s (≥3 s stretches) | shown words changed | WER live "
         "| WER offline (faster-whisper / ours) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -430,7 +432,7 @@ def markdown(result: dict) -> str:
         cells = [
             r["system"],
             r["sessions"],
-            str(r["turns"]),
+            f"{r['turns']} ({r['turns_never_shown']}, {r['turns_never_final']})",
             f"{f(r['first_text_median_s'])} / {f(r['first_text_p95_s'])}",
             f"{f(r['final_median_s'])} / {f(r['final_p95_s'])}",
             f"{f(r['longest_no_new_text_s'], 1)} ({r['stretches_3s_no_new_text']})",
