@@ -9,8 +9,9 @@ was sent), median and p95; the longest stretch of speech with no new text and ho
 3 s; the share of shown words later changed; WER of the live text and of the same recordings transcribed
 whole (bare faster-whisper, and our file endpoint, which runs the CLI's pipeline).
 
-Settings: 1 session, 4 concurrent sessions, and (ours only: the peers have no file endpoint beside their live
-one) 1 session while file uploads run on the same server in a loop. Each repeat runs every system in turn,
+Settings: 1 session, 4 concurrent sessions, and 1 session while file uploads run on the same server in a loop
+(POST /v1/audio/transcriptions: ours and WhisperLiveKit's; WhisperLive's REST server is opt-in and binds
+every interface, so it is left off). Each repeat runs every system in turn,
 the order reversed on the next repeat, and plays its own part of the recordings.
 
     python benchmarks/bench_realtime.py [--repeats 2] [--systems ours,whisperlive,whisperlivekit]
@@ -59,6 +60,8 @@ sys.path.insert(0, str(REPO))
 HARPER = ["0002f70f7386445b", "0091a706bc604188"]
 OURS, WL, WLK = "slower-whisper", "WhisperLive", "WhisperLiveKit"
 SYSTEMS = {"ours": OURS, "whisperlive": WL, "whisperlivekit": WLK}
+# WhisperLive's file endpoint is opt-in and binds 0.0.0.0 (not loopback), so it is not loaded here
+WITH_FILES = (OURS, WLK)
 LOAD_FILE = DATA / "en_read" / "jfk" / "jfk.flac"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 FAILED = "conversation.item.input_audio_transcription.failed"
@@ -238,7 +241,7 @@ async def run_pass(
 ) -> tuple[list[SessionLog], dict]:
     players = {OURS: play_ours, WL: play_whisperlive, WLK: play_whisperlivekit}
     stop = asyncio.Event()
-    loader = asyncio.ensure_future(upload_loop(where[OURS], stop)) if load else None
+    loader = asyncio.ensure_future(upload_loop(where[system], stop)) if load else None
 
     async def session(rec: Recording) -> SessionLog:
         try:
@@ -336,7 +339,7 @@ def measure(args: argparse.Namespace, recs: list[Recording], tmp: Path) -> tuple
         for r, (single, wave) in enumerate(plan(recs, args.repeats)):
             for system in systems if r % 2 == 0 else systems[::-1]:
                 settings = [("1", [single], False), ("4", wave, False)]
-                settings += [("1+files", [single], True)] if system == OURS else []
+                settings += [("1+files", [single], True)] if system in WITH_FILES else []
                 for name, group, load in settings:
                     t0 = time.monotonic()
                     got, extra = asyncio.run(run_pass(system, where, group, load))
