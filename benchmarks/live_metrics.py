@@ -3,8 +3,9 @@
 A client records an Observation each time the text on screen changes: `final` (text the system says it will
 not change: our completed items, WhisperLive's completed segments, WhisperLiveKit's lines) and `shown`
 (final plus whatever revisable tail is displayed). Words are tied to the reference turns by aligning them
-(Levenshtein on normalised words) to the reference words of the turns whose speech has started by then, so
-no system's own turn or segment boundaries are trusted.
+(Levenshtein on normalised words) to the reference words heard by then (each turn's words spread evenly over
+its speech), so no system's own turn or segment boundaries are trusted and a word recurring later in the
+recording cannot be credited early.
 
 - first text of a turn: first observation that shows a word aligned to the turn, minus when the turn's
   first speech sample was sent;
@@ -23,6 +24,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from live_conversations import RefTurn
+
+WORD_SLACK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,16 @@ class TurnScores:
     live_text: str = ""
 
 
-def _ref(turns: tuple[RefTurn, ...]) -> tuple[list[str], list[int]]:
-    ref, owner = [], []
+def _ref(turns: tuple[RefTurn, ...]) -> tuple[list[str], list[int], list[float]]:
+    """Reference words, the turn of each, and when each is spoken: spread evenly over its turn's speech (the
+    clips carry no word times), so a word cannot be credited before it could have been heard."""
+    ref, owner, spoken = [], [], []
     for k, turn in enumerate(turns):
         w = words(turn.text)
         ref += w
         owner += [k] * len(w)
-    return ref, owner
+        spoken += [turn.start_s + (turn.end_s - turn.start_s) * (i + 0.5) / len(w) for i in range(len(w))]
+    return ref, owner, spoken
 
 
 def score(log: SessionLog, turns: tuple[RefTurn, ...]) -> TurnScores:
@@ -107,8 +113,7 @@ def score(log: SessionLog, turns: tuple[RefTurn, ...]) -> TurnScores:
     if not log.sent:  # the session never started
         out.no_text = out.no_final = len(turns)
         return out
-    ref, owner = _ref(turns)
-    starts = [t.start_s for t in turns]
+    ref, owner, spoken = _ref(turns)
     last_final = log.observations[-1].final if log.observations else ""
     out.live_text = log.observations[-1].shown if log.observations else ""
     first: dict[int, float] = {}
@@ -119,8 +124,8 @@ def score(log: SessionLog, turns: tuple[RefTurn, ...]) -> TurnScores:
         if r is not None:
             last_word[owner[r]] = r
     for obs in log.observations:
-        started = bisect.bisect_right(starts, audio_sent_by(log, obs.t))
-        n = bisect.bisect_left(owner, started)  # the words of the turns started so far
+        # the words heard so far (a little slack for uneven speech), aligned to nothing later
+        n = bisect.bisect_right(spoken, audio_sent_by(log, obs.t) + WORD_SLACK_S)
         for r, _ in align(words(obs.shown), ref[:n]):
             if r is not None and owner[r] not in first:
                 first[owner[r]] = obs.t

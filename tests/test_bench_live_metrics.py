@@ -79,3 +79,15 @@ def test_changed_words_are_shown_words_the_final_does_not_keep() -> None:
     shown, changed = changed_words(log, "ask not what your country")
     # shown: ask, knot | not, what | your, country; only "knot" is not in the final at its place
     assert (shown, changed) == (6, 1)
+
+
+def test_a_phrase_said_twice_is_final_for_its_second_turn_only_once_heard() -> None:
+    turns = (RefTurn(0.0, 2.0, "ask not what", "a"), RefTurn(3.0, 5.0, "ask not what", "b"))
+    log = log_of(
+        [
+            (2.5, "ask not what", "ask not what"),
+            (5.5, "ask not what ask not what", "ask not what ask not what"),
+        ]
+    )
+    s = score(log, turns)
+    assert s.final == pytest.approx([102.5 - 102.1, 105.5 - 105.1])
