@@ -644,7 +644,7 @@ def test_a_soft_first_word_belongs_to_its_turn() -> None:
     live = LiveAudio(TurnDetection(0.65, 300, 500))
     actions = [a for i in range(0, samples.shape[0], 1600) for a in live.feed(samples[i : i + 1600])]
     starts = [a.start / 16_000 for a in actions if isinstance(a, Started)]
-    turns = [a.audio for a in actions if isinstance(a, Stopped)]
+    turns = [a.audio.samples for a in actions if isinstance(a, Stopped)]
     assert len(starts) == len(turns) >= 2, starts
     # "ask" is spoken from 3.26 s; "not" from 3.97 s, the first frame at 0.65 being at 4.03 s.
     assert any(2.9 < s <= 3.26 for s in starts), starts
@@ -654,17 +654,31 @@ def test_a_soft_first_word_belongs_to_its_turn() -> None:
     assert any("ask not" in t for t in texts), texts
 
 
-def test_local_agreement_shows_only_what_two_decodes_agree_on() -> None:
-    from transcription.service.realtime.agreement import LocalAgreement
+def test_item_text_is_stable_words_then_a_tail_that_keeps_moving() -> None:
+    """Two decodes in a row agreeing make words stable (less the newest decode's last two); a decode
+    that hears a stable word differently still moves the tail on (it used to freeze the text)."""
+    from transcription.service.realtime.agreement import ItemText
 
-    la = LocalAgreement()
-    assert la.update("And so") == []
-    assert la.update("And so my fellow") == ["And", "so"]  # agreed, and not the newest decode's last two
-    assert la.update("and so, my fellow Americans") == ["my"]
-    assert la.update("And so am I fellow Americans ask not") == []  # disagrees with what is shown: nothing
-    assert la.shown == ["And", "so", "my"]
-    assert la.remainder("And so my fellow Americans, ask not.") == ["fellow", "Americans,", "ask", "not."]
-    assert la.remainder("And so am I fellow Americans") is None  # a shown word was revised
+    item = ItemText()
+    assert item.update("And so") == [] and item.tail == ["And", "so"]
+    assert item.update("And so my fellow") == ["And", "so"]  # agreed, and not the newest decode's last two
+    assert item.tail == ["my", "fellow"]
+    assert item.update("and so, my fellow Americans") == ["my"]
+    # "my" is now heard as "am I": the stable words stay, the tail is what follows them.
+    assert item.update("And so am I fellow Americans ask not") == []
+    assert item.stable == ["And", "so", "my"] and item.tail == ["I", "fellow", "Americans", "ask", "not"]
+    assert item.update("And so my fellow Americans ask not what") == []
+    assert item.tail == ["fellow", "Americans", "ask", "not", "what"]
+    assert item.update("And so my fellow Americans, ask not what your country") == [
+        "fellow",
+        "Americans,",
+        "ask",
+        "not",
+        "what",
+    ]
+    assert item.shown == "And so my fellow Americans, ask not what your country"
+    assert item.remainder("And so my fellow Americans, ask not what your country.") == ["your", "country."]
+    assert item.remainder("And so am I fellow Americans") is None  # a stable word was revised
 
 
 def test_packer_puts_live_turns_ahead_of_queued_files() -> None:

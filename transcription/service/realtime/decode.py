@@ -2,7 +2,7 @@
 
 Files and jobs wait in the service's scheduler; live sessions never do. Their decodes run here on the
 shared engine (in throughput mode through the shared packer, ahead of files: packing.py), on as many
-threads as the engine has workers. A turn's final decode goes before any waiting partial, and partials
+threads as the engine has workers. An item's final decode goes before any waiting partial, and partials
 never hold every thread, so a final waits for at most one running decode. On CPU without packing the
 engine's workers are shared with file transcriptions: a live decode then waits at most for one model call
 of a file (one 30 s window), never for the file queue.
@@ -14,6 +14,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from transcription.asr import AsrOptions, AsrResult
+from transcription.audio import SAMPLE_RATE
 from transcription.config import Settings
 
 from .protocol import SessionConfig
+from .turns import ItemAudio
 
 if TYPE_CHECKING:
     from transcription.asr import Engine
@@ -67,29 +70,31 @@ class LiveDecoder:
 
     # ---------------------------------------------------------------- what a session asks for
 
-    def final(self, audio: np.ndarray, config: SessionConfig) -> Future[TurnResult]:
-        """A turn's text from a full decode with the service's options; prosody too when asked."""
+    def final(self, audio: ItemAudio, config: SessionConfig) -> Future[TurnResult]:
+        """An item's text from a full decode with the service's options (its neighbours' audio heard, their
+        words dropped); prosody too when asked."""
         return self._submit(FINAL, lambda: self._final(audio, config))
 
     def partial(self, audio: np.ndarray, config: SessionConfig) -> Future[str]:
-        """A quicker decode of a turn so far."""
+        """A quicker decode of an item so far."""
         return self._submit(PARTIAL, lambda: text_of(self._transcribe(audio, self._partial_options(config))))
 
-    def _final(self, audio: np.ndarray, config: SessionConfig) -> TurnResult:
-        result = self._transcribe(audio, self._final_options(config))
+    def _final(self, audio: ItemAudio, config: SessionConfig) -> TurnResult:
+        result = own_words(self._transcribe(audio.samples, self._final_options(config)), audio)
         turn = TurnResult(text_of(result), result.language, result.duration)
         if config.enrich:
             turn.segment = _turn_segment(result)
-            turn.audio_state = self._prosody(turn.segment, audio, result.language)
+            turn.audio_state = self._prosody(turn.segment, audio.samples, result.language)
         return turn
 
     def _final_options(self, config: SessionConfig) -> AsrOptions:
-        # As for an upload, but never the batched pipeline (a turn is one window: batching one chunk only
-        # changes its numerics); and the endpoint names the task, as /v1/audio/transcriptions does.
+        # As for an upload, but never the batched pipeline (an item is one window: batching one chunk only
+        # changes its numerics); and the endpoint names the task, as /v1/audio/transcriptions does. Word
+        # times tell the item's words from its neighbours'.
         options = AsrOptions.from_settings(
             self.settings, language=config.language, initial_prompt=config.prompt, task="transcribe"
         )
-        return dataclasses.replace(options, batch_size=None)
+        return dataclasses.replace(options, batch_size=None, word_timestamps=True)
 
     def _partial_options(self, config: SessionConfig) -> AsrOptions:
         # The final's options (so partials agree with the final text as often as they can), less what only
@@ -173,6 +178,23 @@ class LiveDecoder:
     @property
     def alive(self) -> bool:
         return any(w.is_alive() for w in self._workers)
+
+
+def own_words(result: AsrResult, audio: ItemAudio) -> AsrResult:
+    """The decode less the words of the neighbouring items: those centred outside the item's own audio."""
+    if audio.start == 0 and audio.end is None:
+        return result
+    start = audio.start / SAMPLE_RATE
+    end = math.inf if audio.end is None else audio.end / SAMPLE_RATE
+    kept = []
+    for seg in result.segments:
+        words = [w for w in seg.words if start <= (w.start + w.end) / 2 < end]
+        if words:
+            text = "".join(w.word for w in words)
+            kept.append(
+                dataclasses.replace(seg, start=words[0].start, end=words[-1].end, text=text, words=words)
+            )
+    return dataclasses.replace(result, segments=kept)
 
 
 def text_of(result: AsrResult) -> str:

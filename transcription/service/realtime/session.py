@@ -31,7 +31,7 @@ from transcription.enrich import levels, render
 
 from ..access import ServedModel
 from ..metrics import Metrics
-from .agreement import LocalAgreement
+from .agreement import ItemText
 from .audio import Resampler, decode_pcm16, seconds
 from .decode import LiveDecoder, TurnResult
 from .protocol import (
@@ -50,7 +50,7 @@ from .protocol import (
     quoted,
     server_event,
 )
-from .turns import LiveAudio, Partial, Paused, Resumed, Started, Stopped
+from .turns import Cut, ItemAudio, LiveAudio, Partial, Paused, Resumed, Started, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,26 @@ class Limits:
 
 
 @dataclass
-class _Turn:
+class _Item:
+    """A stretch of speech committed as one conversation item (a turn has one or more)."""
+
     item_id: str
-    start: int
-    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    start: int  # stream position of its audio's first sample
+    text: ItemText = field(default_factory=ItemText)
     final: Future[TurnResult] | None = None  # started early (speculatively) when the speech paused
     partial_audio: np.ndarray | None = None  # the newest audio waiting for a partial decode
-    deltas: int = 0
+    appended: bool = False  # a delta appended words
+    sent_tail: str = ""
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where a committed item's audio lies in the session, for its `completed` event."""
+
+    start_ms: int
+    end_ms: int
+    seconds: float
+    end_of_turn: bool
 
 
 class LiveSession:
@@ -124,7 +137,7 @@ class LiveSession:
         self.unread = asyncio.Event()  # set when the client left MAX_QUEUED_CHARS of events unread
         self.inbox: deque[tuple[str, Any]] = deque()
         self.inbox_ready = asyncio.Event()
-        self.turn: _Turn | None = None
+        self.item: _Item | None = None  # the item being spoken
         self.previous_item: str | None = None
         self.partial: Future[str] | None = None
         self.last_completion: asyncio.Task[None] | None = None
@@ -159,10 +172,10 @@ class LiveSession:
         return task
 
     def _drop_work(self) -> None:
-        for future in (self.partial, self.turn.final if self.turn else None):
+        for future in (self.partial, self.item.final if self.item else None):
             if future is not None:
                 future.cancel()
-        self.turn = None
+        self.item = None
         self.inbox.clear()
 
     async def _receive(self) -> str:
@@ -407,37 +420,47 @@ class LiveSession:
 
     def _act(self, action: Any) -> None:
         if isinstance(action, Started):
-            self.turn = _Turn(new_id("item"), action.start)
+            self.item = _Item(new_id("item"), action.start)
             self.send(
                 server_event(
                     "input_audio_buffer.speech_started",
                     audio_start_ms=_ms(action.start),
-                    item_id=self.turn.item_id,
+                    item_id=self.item.item_id,
                 )
             )
-        elif self.turn is None:
+        elif self.item is None:
             return
         elif isinstance(action, Partial):
-            self.turn.partial_audio = action.audio
+            self.item.partial_audio = action.audio
             self._start_partial()
         elif isinstance(action, Paused):
-            self.turn.final = self.decoder.final(action.audio, self.config)
+            self.item.final = self.decoder.final(action.audio, self.config)
         elif isinstance(action, Resumed):
-            if self.turn.final is not None:
-                self.turn.final.cancel()
-                self.turn.final = None
+            if self.item.final is not None:
+                self.item.final.cancel()
+                self.item.final = None
+        elif isinstance(action, Cut):
+            # Mid-turn: no speech_stopped; the turn goes on in a new item.
+            self._final_of(self.item, action.audio, action.speculated)
+            self._committed(self.item, action.audio, end_of_turn=False)
+            self.item = _Item(new_id("item"), action.at)
         elif isinstance(action, Stopped):
-            turn = self.turn
+            item = self.item
             self.send(
                 server_event(
-                    "input_audio_buffer.speech_stopped", audio_end_ms=_ms(action.end), item_id=turn.item_id
+                    "input_audio_buffer.speech_stopped", audio_end_ms=_ms(action.end), item_id=item.item_id
                 )
             )
-            if not action.speculated or turn.final is None:
-                if turn.final is not None:
-                    turn.final.cancel()
-                turn.final = self.decoder.final(action.audio, self.config)
-            self._committed(turn, seconds_16k(action.audio))
+            self._final_of(item, action.audio, action.speculated)
+            self._committed(item, action.audio, end_of_turn=True)
+
+    def _final_of(self, item: _Item, audio: ItemAudio, speculated: bool) -> None:
+        """The item's final decode: the speculative one when it had this audio, else a new one."""
+        if speculated and item.final is not None:
+            return
+        if item.final is not None:
+            item.final.cancel()
+        item.final = self.decoder.final(audio, self.config)
 
     def _commit(self, event_id: str | None) -> None:
         if self.audio.held_s < MIN_COMMIT_S:
@@ -451,22 +474,22 @@ class LiveSession:
             )
             return
         start, audio = self.audio.take()
-        turn = self.turn or _Turn(new_id("item"), start)
-        if turn.final is not None:
-            turn.final.cancel()
-        turn.final = self.decoder.final(audio, self.config)
-        self._committed(turn, seconds_16k(audio))
+        item = self.item or _Item(new_id("item"), start)
+        self._final_of(item, audio, speculated=False)
+        self._committed(item, audio, end_of_turn=True)
 
-    def _committed(self, turn: _Turn, duration: float) -> None:
+    def _committed(self, item: _Item, audio: ItemAudio, end_of_turn: bool) -> None:
         self.send(
             server_event(
-                "input_audio_buffer.committed", previous_item_id=self.previous_item, item_id=turn.item_id
+                "input_audio_buffer.committed", previous_item_id=self.previous_item, item_id=item.item_id
             )
         )
-        self.previous_item = turn.item_id
-        self.turn = None
-        assert turn.final is not None
-        self.last_completion = self._spawn(self._complete(turn, turn.final, duration, self.last_completion))
+        self.previous_item = item.item_id
+        self.item = None
+        assert item.final is not None
+        end = item.start + int(round(audio.seconds * SAMPLE_RATE))
+        span = _Span(_ms(item.start), _ms(end), audio.seconds, end_of_turn)
+        self.last_completion = self._spawn(self._complete(item, item.final, span, self.last_completion))
 
     def _clear(self, event_id: str | None) -> None:
         self.audio.clear()
@@ -474,49 +497,55 @@ class LiveSession:
         self.send(server_event("input_audio_buffer.cleared"))
 
     def _abandon_turn(self) -> None:
-        if self.turn is not None and self.turn.final is not None:
-            self.turn.final.cancel()
-        self.turn = None
+        if self.item is not None and self.item.final is not None:
+            self.item.final.cancel()
+        self.item = None
 
     # ---------------------------------------------------------------- partials and finals
 
     def _start_partial(self) -> None:
-        turn = self.turn
-        if self.partial is not None or turn is None or turn.partial_audio is None or turn.final is not None:
+        item = self.item
+        if self.partial is not None or item is None or item.partial_audio is None or item.final is not None:
             return
-        audio, turn.partial_audio = turn.partial_audio, None
+        audio, item.partial_audio = item.partial_audio, None
         self.partial = self.decoder.partial(audio, self.config)
-        self.partial.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._partial_done, turn, f))
+        self.partial.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._partial_done, item, f))
 
-    def _partial_done(self, turn: _Turn, future: Future[str]) -> None:
+    def _partial_done(self, item: _Item, future: Future[str]) -> None:
         if self.partial is future:
             self.partial = None
-        if future.cancelled() or turn is not self.turn or turn.final is not None:
+        # Text that arrives during a pause (the speculative final under way) is still shown.
+        if future.cancelled() or item is not self.item:
             self._start_partial()
             return
         if future.exception() is not None:
             log.warning("partial decode failed: %r", future.exception())
         else:
-            new = turn.agreement.update(future.result())
-            if new:
+            new = item.text.update(future.result())
+            tail = " ".join(item.text.tail)
+            if new or tail != item.sent_tail:
                 self.metrics.realtime_partials.inc()
-                self._delta(turn, new)
+                self._delta(item, new, tail)
         self._start_partial()
 
-    def _delta(self, turn: _Turn, new: list[str]) -> None:
-        text = (" " if turn.deltas else "") + " ".join(new)
-        turn.deltas += 1
+    def _delta(self, item: _Item, new: list[str], tail: str) -> None:
+        """Stable words appended (`delta`) and the tail after them (`slower_whisper.tail`), each written to
+        follow what came before it as is: a client shows the deltas so far, then the newest tail."""
+        text = (" " if item.appended and new else "") + " ".join(new)
+        item.appended = item.appended or bool(new)
+        item.sent_tail = tail
         self.send(
             server_event(
                 "conversation.item.input_audio_transcription.delta",
-                item_id=turn.item_id,
+                item_id=item.item_id,
                 content_index=0,
                 delta=text,
+                slower_whisper={"tail": (" " if item.appended and tail else "") + tail},
             )
         )
 
     async def _complete(
-        self, turn: _Turn, final: Future[TurnResult], duration: float, before: asyncio.Task[None] | None
+        self, item: _Item, final: Future[TurnResult], span: _Span, before: asyncio.Task[None] | None
     ) -> None:
         committed_at = time.perf_counter()
         try:
@@ -528,43 +557,47 @@ class LiveSession:
             log.error("live turn transcription failed", exc_info=exc)
             result, failure = None, f"{type(exc).__name__}: {exc}"
         if before is not None:
-            await asyncio.shield(before)  # completions go out in turn order
+            await asyncio.shield(before)  # completions go out in commit order
         if result is None:
-            self.metrics.realtime_errors.labels("transcription_failed").inc()
-            self.send(
-                server_event(
-                    "conversation.item.input_audio_transcription.failed",
-                    item_id=turn.item_id,
-                    content_index=0,
-                    error={
-                        "type": "server_error",
-                        "code": "transcription_failed",
-                        "message": failure,
-                        "param": None,
-                    },
-                )
-            )
+            self._failed(item, failure)
             return
-        rest = turn.agreement.remainder(result.text)
+        rest = item.text.remainder(result.text)
         if rest is None:
             self.metrics.realtime_partial_revisions.inc()
         elif rest:
-            self._delta(turn, rest)  # the deltas of a turn add up to its final text, as OpenAI's do
+            self._delta(item, rest, "")  # the deltas of an item add up to its final text, as OpenAI's do
         extra: dict[str, Any] = {"language": result.language}
         if result.audio_state is not None and result.segment is not None:
             extra["audio_state"] = self._with_session_levels(result.segment)
+        extra.update(start_ms=span.start_ms, end_ms=span.end_ms, end_of_turn=span.end_of_turn)
         self.send(
             server_event(
                 "conversation.item.input_audio_transcription.completed",
-                item_id=turn.item_id,
+                item_id=item.item_id,
                 content_index=0,
                 transcript=result.text,
-                usage={"type": "duration", "seconds": round(duration, 3)},
+                usage={"type": "duration", "seconds": round(span.seconds, 3)},
                 slower_whisper=extra,
             )
         )
         self.metrics.realtime_turns.inc()
         self.metrics.realtime_turn_seconds.observe(time.perf_counter() - committed_at)
+
+    def _failed(self, item: _Item, failure: str | None) -> None:
+        self.metrics.realtime_errors.labels("transcription_failed").inc()
+        self.send(
+            server_event(
+                "conversation.item.input_audio_transcription.failed",
+                item_id=item.item_id,
+                content_index=0,
+                error={
+                    "type": "server_error",
+                    "code": "transcription_failed",
+                    "message": failure,
+                    "param": None,
+                },
+            )
+        )
 
     def _with_session_levels(self, segment: dict[str, Any]) -> dict[str, Any]:
         """Levels against the session's earlier turns (one voice's usual range), then the words for them."""
@@ -605,7 +638,3 @@ class LiveSession:
 
 def _ms(sample: int) -> int:
     return int(round(sample * 1000 / SAMPLE_RATE))
-
-
-def seconds_16k(audio: np.ndarray) -> float:
-    return audio.shape[0] / SAMPLE_RATE

@@ -7,11 +7,20 @@ trigger, with no silence as long as the silence duration in between, belongs to 
 SOFT_ONSET_S of it). A soft first word ("ask" in jfk's "ask not" scores 0.4-0.6) otherwise fell outside
 the prefix padding when a louder word triggered the turn, and was lost.
 
-Sooner, after `SPECULATE_AFTER_S` of that silence, the turn's audio is handed out (`Paused`) so its final
-decode can start while the server is still waiting to be sure the speaker has stopped: when the silence
-holds, the text is ready about when the turn is committed; when speech resumes (`Resumed`), that decode is
-dropped. The audio of a turn is the same either way: from `prefix_padding_ms` before the speech to
-`SPECULATE_AFTER_S` into the silence.
+A turn is committed as one or more items. Mid-turn, the item so far is committed as its own (`Cut`) at a
+natural boundary, so its words become final without waiting for the end of a long turn: when speech resumes
+after a pause of at least CUT_PAUSE_S once the item holds MIN_ITEM_S, or, with no such pause, once it
+reaches MAX_ITEM_S, at the quietest frame of its last DIP_WINDOW_S (never during a pause: the pause decides
+first). The next item starts where the cut is, and a turn has no length limit of its own.
+
+Sooner, after `SPECULATE_AFTER_S` of a pause, the item's audio is handed out (`Paused`) so its final
+decode can start while the server is still waiting to see whether the speaker goes on: when the silence
+holds, the text is ready about when the turn is committed; when speech resumes after a pause long enough
+to cut the item there, that decode is the item's final; otherwise (`Resumed`) it is dropped. The audio of
+an item is the same either way: from `prefix_padding_ms` before the speech (or from the cut before it) to
+`SPECULATE_AFTER_S` into the pause (or to the length cut). Its final decode also hears CONTEXT_S of the
+neighbouring item on each side of a cut (`ItemAudio`). The constants, and the data they were chosen on,
+are in docs/service.md ("Live sessions").
 
 Without turn detection (manual mode) the audio accumulates until the client commits or clears it.
 
@@ -32,7 +41,15 @@ from .vad import FRAME, StreamingVad
 
 SPECULATE_AFTER_S = 0.16  # silence before the final decode starts (faster-whisper's own VAD gap: 160 ms)
 PARTIAL_STEP_S = 0.5  # new speech between two partial decodes
-MAX_TURN_S = 30.0  # a server-VAD turn is cut here (one Whisper window), so its decodes stay one window
+FIRST_PARTIAL_S = 0.3  # speech before a turn's first partial decode (its first text)
+MIN_ITEM_S = 3.0  # an item is long enough to be cut at a pause
+CUT_PAUSE_S = 0.2  # the pause that cuts it (from the first quiet frame to speech again)
+MAX_ITEM_S = 10.0  # an item is cut here without a pause (always well inside one Whisper window)
+DIP_WINDOW_S = 1.5  # ... at its quietest frame of this last stretch
+# Audio of the neighbouring item decoded with an item on each side of a cut (the words there dropped by
+# their times): the item after a cut starts with the end of the one before, the one before a length cut
+# ends with the start of the next (a word the cut went through is heard whole by both).
+CONTEXT_S = 1.0
 SOFT_ONSET_S = 1.0  # how far back before the trigger a soft onset may start a turn
 _HYSTERESIS = 0.15
 
@@ -48,8 +65,23 @@ class Partial:
 
 
 @dataclass
+class ItemAudio:
+    """An item's audio for its final decode, with the neighbours' audio around it: its own words are those
+    from `start` to `end` (sample offsets in `samples`; `end` None: to the end)."""
+
+    samples: np.ndarray
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        stop = self.samples.shape[0] if self.end is None else self.end
+        return (stop - self.start) / SAMPLE_RATE
+
+
+@dataclass
 class Paused:
-    audio: np.ndarray  # the turn's audio if the silence holds
+    audio: ItemAudio  # the item's audio if the silence holds
 
 
 @dataclass
@@ -58,13 +90,20 @@ class Resumed:
 
 
 @dataclass
-class Stopped:
-    end: int  # where the silence was confirmed (OpenAI's audio_end_ms)
-    audio: np.ndarray
+class Cut:
+    at: int  # where the item ends and the next one of the same turn starts
+    audio: ItemAudio
     speculated: bool  # the same audio went out in `Paused` (its decode is under way)
 
 
-Action = Started | Partial | Paused | Resumed | Stopped
+@dataclass
+class Stopped:
+    end: int  # where the silence was confirmed (OpenAI's audio_end_ms)
+    audio: ItemAudio
+    speculated: bool  # the same audio went out in `Paused` (its decode is under way)
+
+
+Action = Started | Partial | Paused | Resumed | Cut | Stopped
 
 
 class LiveAudio:
@@ -93,7 +132,10 @@ class LiveAudio:
 
     def _reset_turn(self) -> None:
         self.in_speech = False
-        self._turn_start = 0  # audio start of the current turn (padding included)
+        self._item_start = 0  # audio start of the turn's current item (the first: padding included)
+        self._lead = 0  # samples before it of the item before (CONTEXT_S after a cut, else none)
+        self._dip_at: int | None = None  # the quietest frame near MAX_ITEM_S (a length cut's place)
+        self._dip_p = 2.0
         self._silence_at: int | None = None  # first frame below the hysteresis threshold
         self._paused = False
         self._partial_at = 0
@@ -133,34 +175,72 @@ class LiveAudio:
                 assert self._soft_from is not None
                 onset = max(self._soft_from, at - int(SOFT_ONSET_S * SAMPLE_RATE))
                 self.in_speech = True
-                self._turn_start = max(self._start, onset - self._padding())
-                self._partial_at = end
-                actions.append(Started(self._turn_start))
+                self._item_start = max(self._start, onset - self._padding())
+                self._lead = 0
+                self._partial_at = end - int((PARTIAL_STEP_S - FIRST_PARTIAL_S) * SAMPLE_RATE)
+                actions.append(Started(self._item_start))
             return
         if p >= td.threshold:
+            if self._silence_at is not None:
+                self._speech_again(at, actions)
             self._silence_at = None
-            if self._paused:
-                self._paused = False
-                actions.append(Resumed())
         elif p < low and self._silence_at is None:
             self._silence_at = at
         if self._silence_at is not None:
             silent = end - self._silence_at
             cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
             if silent >= td.silence_duration_ms * SAMPLE_RATE // 1000:
-                audio = self._slice(self._turn_start, min(cut, end))
-                actions.append(Stopped(end, audio, speculated=self._paused))
+                actions.append(Stopped(end, self._item_audio(min(cut, end)), speculated=self._paused))
                 self._end_turn(end)
                 return
             if not self._paused and end >= cut:
                 self._paused = True
-                actions.append(Paused(self._slice(self._turn_start, cut)))
+                actions.append(Paused(self._item_audio(cut)))
         elif end - self._partial_at >= int(PARTIAL_STEP_S * SAMPLE_RATE):
             self._partial_at = end
-            actions.append(Partial(self._slice(self._turn_start, end)))
-        if end - self._turn_start >= int(MAX_TURN_S * SAMPLE_RATE):
-            actions.append(Stopped(end, self._slice(self._turn_start, end), speculated=False))
-            self._end_turn(end)
+            actions.append(Partial(self._slice(self._item_start, end)))
+        self._length_bound(p, at, end, actions)
+
+    def _speech_again(self, at: int, actions: list[Action]) -> None:
+        """Speech after a pause: a long enough item is cut at the pause (its speculative decode is its
+        final), else the speculative decode is dropped."""
+        assert self._silence_at is not None
+        cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
+        long_pause = at - self._silence_at >= int(CUT_PAUSE_S * SAMPLE_RATE)
+        if self._paused and long_pause and cut - self._item_start >= int(MIN_ITEM_S * SAMPLE_RATE):
+            actions.append(Cut(cut, self._item_audio(cut), speculated=True))
+            self._next_item(cut)
+        elif self._paused:
+            actions.append(Resumed())
+        self._paused = False
+
+    def _length_bound(self, p: float, at: int, end: int, actions: list[Action]) -> None:
+        """An item without a pause to cut it at is cut at MAX_ITEM_S, at the quietest of its last frames."""
+        length = end - self._item_start
+        if length < int((MAX_ITEM_S - DIP_WINDOW_S) * SAMPLE_RATE):
+            return
+        if p < self._dip_p:
+            self._dip_p, self._dip_at = p, at + FRAME // 2
+        # During a pause the pause decides: the turn ends, or speech resumes (a cut there, or here after).
+        if length >= int(MAX_ITEM_S * SAMPLE_RATE) and self._silence_at is None:
+            assert self._dip_at is not None
+            at = self._dip_at
+            actions.append(Cut(at, self._item_audio(at, min(end, at + int(CONTEXT_S * SAMPLE_RATE))), False))
+            self._next_item(at)
+
+    def _item_audio(self, stop: int, heard_to: int | None = None) -> ItemAudio:
+        """The current item's audio up to `stop`, after the CONTEXT_S of the item before it, and up to
+        `heard_to` (when later) of the next."""
+        first = self._item_start - self._lead
+        samples = self._slice(first, stop if heard_to is None else heard_to)
+        return ItemAudio(samples, self._lead, None if heard_to is None else stop - first)
+
+    def _next_item(self, at: int) -> None:
+        self._lead = min(int(CONTEXT_S * SAMPLE_RATE), at - self._start)
+        self._item_start = at
+        self._partial_at = max(self._partial_at, at)
+        self._dip_at, self._dip_p = None, 2.0
+        self._trim(at - self._lead)  # nothing before the current item's context is needed again
 
     def _soft_frame(self, speechlike: bool, at: int, end: int) -> None:
         """Between turns: where the current run of speech-like frames began (None after a full silence)."""
@@ -186,10 +266,10 @@ class LiveAudio:
 
     # ---------------------------------------------------------------- commit and clear
 
-    def take(self) -> tuple[int, np.ndarray]:
+    def take(self) -> tuple[int, ItemAudio]:
         """Everything held (a commit): (its start position, its audio). A turn in progress ends here."""
-        start = self._turn_start if self.in_speech else self._start
-        audio = self._slice(start, self.total)
+        start = self._item_start if self.in_speech else self._start
+        audio = self._item_audio(self.total) if self.in_speech else ItemAudio(self._slice(start, self.total))
         self._reset_turn()
         self._trim(self.total)
         return start, audio
