@@ -181,14 +181,16 @@ class LiveDecoder:
 
 
 def own_words(result: AsrResult, audio: ItemAudio) -> AsrResult:
-    """The decode less the words of the neighbouring items: those centred outside the item's own audio."""
+    """The decode less the words of the neighbouring items: those ending before the item's own audio, or
+    centred after its end. Whisper often stretches the first word after a pause back over it, so a centre
+    rule dropped jfk's soft "ask" at a pause cut."""
     if audio.start == 0 and audio.end is None:
         return result
     start = audio.start / SAMPLE_RATE
     end = math.inf if audio.end is None else audio.end / SAMPLE_RATE
     kept = []
     for seg in result.segments:
-        words = [w for w in seg.words if start <= (w.start + w.end) / 2 < end]
+        words = [w for w in seg.words if w.end > start and (w.start + w.end) / 2 < end]
         if words:
             text = "".join(w.word for w in words)
             kept.append(
