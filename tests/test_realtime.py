@@ -155,10 +155,17 @@ def no_sessions(server: Server) -> None:
 # ------------------------------------------------------------------ turns, partials, final text
 
 
+async def send_at_real_time(ws: Any, speech: np.ndarray, step: int = RATE // 10) -> None:
+    """`speech` in appends of `step` samples at real-time pace, as a microphone client sends it."""
+    start = time.monotonic()
+    for i in range(0, speech.shape[0], step):
+        await ws.send(append(speech[i : i + step]))
+        await asyncio.sleep(max(0.0, start + (i + step) / RATE - time.monotonic()))
+
+
 async def _speak_at_real_time(server: Server, speech: np.ndarray) -> list[dict]:
     """One server-VAD session with enrichment: `speech` sent in 100 ms appends at real-time pace, as a
     microphone client sends it; the events until every turn has completed."""
-    step = RATE // 10
     async with connect(server) as ws:
         created = json.loads(await ws.recv())
         assert created["type"] == "transcription_session.created"
@@ -177,13 +184,7 @@ async def _speak_at_real_time(server: Server, speech: np.ndarray) -> list[dict]:
             )
         )
 
-        async def speak() -> None:
-            start = time.monotonic()
-            for i in range(0, speech.shape[0], step):
-                await ws.send(append(speech[i : i + step]))
-                await asyncio.sleep(max(0.0, start + (i + step) / RATE - time.monotonic()))
-
-        speaking = asyncio.ensure_future(speak())
+        speaking = asyncio.ensure_future(send_at_real_time(ws, speech))
 
         def finished(ev: list[dict]) -> bool:
             counts = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,7 +17,18 @@ import pytest
 import service_support as support
 from conftest import wer
 from service_support import Server
-from test_realtime import COMPLETED, DELTA, LJ, RATE, append, connect, events_until, of, offline_text, pcm24
+from test_realtime import (
+    COMPLETED,
+    DELTA,
+    LJ,
+    RATE,
+    connect,
+    events_until,
+    of,
+    offline_text,
+    pcm24,
+    send_at_real_time,
+)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.needs_data]
 
@@ -51,7 +61,6 @@ def one_turn() -> np.ndarray:
 
 async def _speak(server: Server) -> list[dict]:
     speech = one_turn()
-    step = RATE // 10
     async with connect(server) as ws:
         await ws.recv()  # created
         await ws.send(
@@ -66,13 +75,7 @@ async def _speak(server: Server) -> list[dict]:
             )
         )
 
-        async def speak() -> None:
-            start = time.monotonic()
-            for i in range(0, speech.shape[0], step):
-                await ws.send(append(speech[i : i + step]))
-                await asyncio.sleep(max(0.0, start + (i + step) / RATE - time.monotonic()))
-
-        speaking = asyncio.ensure_future(speak())
+        speaking = asyncio.ensure_future(send_at_real_time(ws, speech))
 
         def finished(ev: list[dict]) -> bool:  # the turn ended and every item committed has completed
             stopped, committed = of(ev, "input_audio_buffer.speech_stopped"), of(ev, COMMITTED)
