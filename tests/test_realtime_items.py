@@ -2,7 +2,7 @@
 server on loopback with tiny.en and a real WebSocket client.
 
 LJSpeech clips are spoken as one turn (their own silences trimmed, 0.3 s between them: under the 500 ms
-that ends a turn, over the 200 ms pause that ends an item once it holds 3 s), at real-time pace. One session
+that ends a turn, over the 200 ms pause that ends an item once it holds 2 s), at real-time pace. One session
 is played once for the module; each test reads what it sent back.
 """
 
@@ -172,3 +172,53 @@ def test_the_completed_transcript_is_the_items_text(items_server: Server, events
             agreeing += 1
             assert deltas[-1]["slower_whisper"]["tail"] == ""  # nothing is left to revise
     assert agreeing >= len(completed) - 1
+
+
+def test_an_item_cut_at_a_pause_is_decoded_hearing_the_speech_after_the_cut() -> None:
+    """The cut at a pause goes out only once CONTEXT_S of the next item's speech has arrived, and its audio
+    carries that second after its own end (Whisper then hears how the sentence goes on); no partial of the
+    item cut reaches past the cut (that speech is the next item's)."""
+    from transcription.service.realtime.protocol import TurnDetection
+    from transcription.service.realtime.turns import (
+        CONTEXT_S,
+        Cut,
+        LiveAudio,
+        Partial,
+        Paused,
+        Started,
+        Stopped,
+    )
+
+    gap = np.zeros(int(0.3 * 16_000), dtype=np.float32)
+    pieces = [np.zeros(8_000, dtype=np.float32)]
+    for clip in CLIPS:
+        pieces += [trimmed(pcm24(clip, 16_000)).astype(np.float32) / 32768.0, gap]
+    samples = np.concatenate([*pieces, np.zeros(32_000, dtype=np.float32)])
+    live, fed, seen = LiveAudio(TurnDetection()), 0, []
+    for i in range(0, samples.shape[0], 1_600):
+        chunk = samples[i : i + 1_600]
+        fed += chunk.shape[0]
+        seen += [(fed, a) for a in live.feed(chunk)]
+    context = int(CONTEXT_S * 16_000)
+    cuts = [(at, a) for at, a in seen if isinstance(a, Cut)]
+    assert any(c.audio.samples.shape[0] - c.audio.end == context for _, c in cuts)  # type: ignore[operator]
+    assert len(cuts) >= 2 and sum(isinstance(a, Stopped) for _, a in seen) == 1, [type(a) for _, a in seen]
+    for k, (fed_by_then, cut) in enumerate(seen):
+        if not isinstance(cut, Cut):
+            continue
+        assert cut.audio.end is not None
+        heard_after = cut.audio.samples.shape[0] - cut.audio.end
+        if heard_after < context:  # the next pause came first: the cut goes out then, with what there was
+            assert isinstance(seen[k + 1][1], (Paused, Stopped)), seen[k + 1]
+        else:
+            assert heard_after == context and fed_by_then >= cut.at + context
+    start = None
+    for _, a in seen:
+        if isinstance(a, Started):
+            start = a.start
+        elif isinstance(a, Cut):
+            start = a.at
+        elif isinstance(a, Partial):
+            assert start is not None
+            ends_at = next((c.at for _, c in cuts if c.at > start), None)
+            assert ends_at is None or start + a.audio.shape[0] <= ends_at
