@@ -180,7 +180,7 @@ function placeBar(bar, start, end) {
 }
 
 // The lines box follows the newest line while the reader is at its end, and stays put once they scroll up.
-// Whether they did is learnt from the box's scroll events (those of its own scrolling aside), and the scroll
+// Whether they did is learnt from the box's scroll events (a scroll above its own last one), and the scroll
 // is made once per frame: reading the box's height at every event would lay all the lines out each time. A
 // turn first drawn as it comes into view can grow the box after the scroll: it is then made again, a few
 // frames at most.
@@ -202,7 +202,8 @@ function atLiveEnd(box) {
 }
 
 $("live-box").addEventListener("scroll", () => {
+  // Only the reader scrolls the box up: lines that change height or a clamped end never stop the following.
   const box = $("live-box");
-  if (Math.abs(box.scrollTop - liveView.ownScroll) < 2) return;
-  liveView.following = atLiveEnd(box);
+  if (atLiveEnd(box)) liveView.following = true;
+  else if (box.scrollTop < liveView.ownScroll - 2) liveView.following = false;
 });
