@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import numpy as np
 from transcription.asr import AsrOptions, AsrResult
 from transcription.audio import SAMPLE_RATE
 from transcription.config import Settings
+from transcription.schema import Word
 
 from .protocol import SessionConfig
 from .turns import ItemAudio
@@ -46,8 +48,22 @@ class TurnResult:
     text: str
     language: str | None
     duration: float
+    words: list[Word] = dataclasses.field(default_factory=list)  # times in seconds from the item's start
     audio_state: dict[str, Any] | None = None  # Stage 2 prosody, when the session asked for it
     segment: dict[str, Any] | None = None  # the turn as one document segment (for the session's levels)
+
+    def without_first(self, n: int) -> TurnResult:
+        """The item less its first `n` words (a word the previous item already gave: `repeated_at_seam`).
+        Its prosody stays that of the whole item's audio: the dropped word is a fraction of a second."""
+        if n <= 0:
+            return self
+        words = self.words[n:]
+        turn = dataclasses.replace(self, text="".join(w.word for w in words).strip(), words=words)
+        if self.segment is not None:
+            kept = self.segment["words"][n:]
+            start = kept[0]["start"] if kept else self.segment["end"]
+            turn.segment = {**self.segment, "start": start, "text": turn.text, "words": kept}
+        return turn
 
 
 class LiveDecoder:
@@ -81,7 +97,13 @@ class LiveDecoder:
 
     def _final(self, audio: ItemAudio, config: SessionConfig) -> TurnResult:
         result = own_words(self._transcribe(audio.samples, self._final_options(config)), audio)
-        turn = TurnResult(text_of(result), result.language, result.duration)
+        offset = audio.start / SAMPLE_RATE
+        words = [
+            dataclasses.replace(w, start=w.start - offset, end=w.end - offset)
+            for s in result.segments
+            for w in s.words
+        ]
+        turn = TurnResult(text_of(result), result.language, result.duration, words)
         if config.enrich:
             turn.segment = _turn_segment(result)
             turn.audio_state = self._prosody(turn.segment, audio.samples, result.language)
@@ -183,7 +205,8 @@ class LiveDecoder:
 def own_words(result: AsrResult, audio: ItemAudio) -> AsrResult:
     """The decode less the words of the neighbouring items: those ending before the item's own audio, or
     centred after its end. Whisper often stretches the first word after a pause back over it, so a centre
-    rule dropped jfk's soft "ask" at a pause cut."""
+    rule dropped jfk's soft "ask" at a pause cut. A word across a mid-turn cut can so be kept by both items;
+    the session drops the second copy (`repeated_at_seam`)."""
     if audio.start == 0 and audio.end is None:
         return result
     start = audio.start / SAMPLE_RATE
@@ -197,6 +220,30 @@ def own_words(result: AsrResult, audio: ItemAudio) -> AsrResult:
                 dataclasses.replace(seg, start=words[0].start, end=words[-1].end, text=text, words=words)
             )
     return dataclasses.replace(result, segments=kept)
+
+
+SEAM_WORDS = 3  # the longest run of words looked for at the seam
+
+
+def repeated_at_seam(before: list[Word], after: list[Word]) -> int:
+    """How many of `after`'s first words repeat `before`'s last ones: the same words (case and punctuation
+    aside), each pair overlapping for at least half the shorter word. Both in the stream's time. A word said
+    twice is two stretches of audio one after the other, so the overlap tells a real "the the" from one word
+    decoded in both items at a cut."""
+    for n in range(min(SEAM_WORDS, len(before), len(after)), 0, -1):
+        pairs = zip(before[-n:], after[:n], strict=True)
+        if all(_norm(a.word) == _norm(b.word) and _overlaps(a, b) for a, b in pairs):
+            return n
+    return 0
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def _overlaps(a: Word, b: Word) -> bool:
+    shared = min(a.end, b.end) - max(a.start, b.start)
+    return shared > 0 and shared >= 0.5 * min(a.end - a.start, b.end - b.start)
 
 
 def text_of(result: AsrResult) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -28,12 +29,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from transcription.audio import SAMPLE_RATE
 from transcription.enrich import levels, render
+from transcription.schema import Word
 
 from ..access import ServedModel
 from ..metrics import Metrics
 from .agreement import ItemText
 from .audio import Resampler, decode_pcm16, seconds
-from .decode import LiveDecoder, TurnResult
+from .decode import LiveDecoder, TurnResult, repeated_at_seam
 from .protocol import (
     WIRE_SAMPLE_RATE,
     ClientError,
@@ -141,6 +143,7 @@ class LiveSession:
         self.previous_item: str | None = None
         self.partial: Future[str] | None = None
         self.last_completion: asyncio.Task[None] | None = None
+        self.seam: list[Word] = []  # the last completed item's words (stream time) when a cut ended it
         self.tasks: set[asyncio.Task[Any]] = set()
         self.writer: asyncio.Task[None] | None = None
         self.processor: asyncio.Task[None] | None = None
@@ -559,8 +562,10 @@ class LiveSession:
         if before is not None:
             await asyncio.shield(before)  # completions go out in commit order
         if result is None:
+            self.seam = []
             self._failed(item, failure)
             return
+        result = self._past_seam(result, span)
         rest = item.text.remainder(result.text)
         if rest is None:
             self.metrics.realtime_partial_revisions.inc()
@@ -582,6 +587,14 @@ class LiveSession:
         )
         self.metrics.realtime_turns.inc()
         self.metrics.realtime_turn_seconds.observe(time.perf_counter() - committed_at)
+
+    def _past_seam(self, result: TurnResult, span: _Span) -> TurnResult:
+        """The item less a word the item before it (cut mid-turn) already gave; runs in commit order."""
+        at = span.start_ms / 1000
+        words = [dataclasses.replace(w, start=w.start + at, end=w.end + at) for w in result.words]
+        repeated = repeated_at_seam(self.seam, words)
+        self.seam = [] if span.end_of_turn else words[repeated:]
+        return result.without_first(repeated)
 
     def _failed(self, item: _Item, failure: str | None) -> None:
         self.metrics.realtime_errors.labels("transcription_failed").inc()
