@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import service_support as support
-from conftest import wer
+from conftest import normalize_text, wer
 from service_support import Server
 from test_realtime import (
     COMPLETED,
@@ -110,6 +110,12 @@ def test_a_long_turn_is_committed_as_several_items_that_read_as_the_speech(
     for c in completed:
         assert c["slower_whisper"]["start_ms"] < c["slower_whisper"]["end_ms"]
         assert c["usage"]["seconds"] > 0
+    # A word the cut went through is the earlier item's only (decode.repeated_at_seam): an item begins with
+    # the word the one before it ended with only where the speech says it twice.
+    said = " ".join(normalize_text(offline))
+    for before, after in zip(completed, completed[1:], strict=False):
+        last, first = normalize_text(before["transcript"])[-1:], normalize_text(after["transcript"])[:1]
+        assert not first or first != last or f"{last[0]} {first[0]}" in said, (before, after)
 
 
 def test_an_item_after_a_mid_turn_commit_has_a_new_id_chained_to_the_one_before(events: list[dict]) -> None:
