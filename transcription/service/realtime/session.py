@@ -444,7 +444,7 @@ class LiveSession:
                 self.item.final = None
         elif isinstance(action, Cut):
             # Mid-turn: no speech_stopped; the turn goes on in a new item.
-            self._final_of(self.item, action.audio, speculated=False)
+            self._final_of(self.item, action.audio, action.speculated)
             self._committed(self.item, action.audio, end_of_turn=False)
             self.item = _Item(new_id("item"), action.at)
         elif isinstance(action, Stopped):

@@ -11,17 +11,19 @@ A turn is committed as one or more items. Mid-turn, the item so far is committed
 natural boundary, so its words become final without waiting for the end of a long turn: when speech resumes
 after a pause of at least CUT_PAUSE_S once the item holds MIN_ITEM_S, or, with no such pause, once it
 reaches MAX_ITEM_S, at the quietest frame of its last DIP_WINDOW_S (never during a pause: the pause decides
-first). The next item starts where the cut is, and a turn has no length limit of its own. An item's final
-decode hears CONTEXT_S of the neighbouring item on each side of a cut (`ItemAudio`): a pause's cut is
-therefore handed out once CONTEXT_S of the speech after it has arrived (or the turn ends first), and a
-length cut already has that audio.
+first). The next item starts where the cut is, and a turn has no length limit of its own. The item after a
+cut is decoded with CONTEXT_S of the item before it in front (`ItemAudio`). A pause's cut is the pause's
+speculative decode (below) kept as the item's final: the item ends SPECULATE_AFTER_S into the pause, as a
+turn does, and is final about when speech resumes (hearing the next speech was tried and cost latency for
+no accuracy on held-out data: docs/service.md). A length cut, inside speech, also hears up to CONTEXT_S of
+the next item (what has arrived when it is cut), so that a word the cut goes through is heard whole.
 
 Sooner, after `SPECULATE_AFTER_S` of a pause, the item's audio is handed out (`Paused`) so its final
 decode can start while the server is still waiting to see whether the speaker goes on: when the silence
-holds, the text is ready about when the turn is committed; when speech resumes, it is dropped
-(`Resumed`). The audio of an item is from `prefix_padding_ms` before the speech (or from the cut before
-it) to `SPECULATE_AFTER_S` into the pause (or to the cut). The constants, and the data they were chosen
-on, are in docs/service.md ("Live sessions").
+holds, the text is ready about when the turn is committed; when speech resumes, it is the final of the
+item the pause cuts, or else dropped (`Resumed`). The audio of an item is from `prefix_padding_ms` before
+the speech (or from the cut before it) to `SPECULATE_AFTER_S` into the pause (or to the cut). The
+constants, and the data they were chosen on, are in docs/service.md ("Live sessions").
 
 Without turn detection (manual mode) the audio accumulates until the client commits or clears it.
 
@@ -47,9 +49,9 @@ MIN_ITEM_S = 2.0  # an item is long enough to be cut at a pause
 CUT_PAUSE_S = 0.2  # the pause that cuts it (from the first quiet frame to speech again)
 MAX_ITEM_S = 7.0  # an item is cut here without a pause (always well inside one Whisper window)
 DIP_WINDOW_S = 1.5  # ... at its quietest frame of this last stretch
-# Audio of the neighbouring item decoded with an item on each side of a cut (the words there dropped by
-# their times): the item after a cut starts with the end of the one before, the one before a length cut
-# ends with the start of the next (a word the cut went through is heard whole by both).
+# Audio of the neighbouring item decoded with an item (the words there dropped by their times): the item
+# after a cut starts with the end of the one before, the one before a length cut ends with the start of the
+# next (a word the cut went through is heard whole by both).
 CONTEXT_S = 1.0
 SOFT_ONSET_S = 1.0  # how far back before the trigger a soft onset may start a turn
 _HYSTERESIS = 0.15
@@ -94,6 +96,7 @@ class Resumed:
 class Cut:
     at: int  # where the item ends and the next one of the same turn starts
     audio: ItemAudio
+    speculated: bool = False  # a pause's cut: the same audio went out in `Paused` (its decode is under way)
 
 
 @dataclass
@@ -137,7 +140,6 @@ class LiveAudio:
         self._dip_at: int | None = None  # the quietest frame near MAX_ITEM_S (a length cut's place)
         self._dip_p = 2.0
         self._silence_at: int | None = None  # first frame below the hysteresis threshold
-        self._cut_at: int | None = None  # a pause's cut, handed out once CONTEXT_S after it is heard
         self._paused = False
         self._partial_at = 0
         self._soft_from: int | None = None  # between turns: start of the speech-like frames (`_soft_frame`)
@@ -170,8 +172,6 @@ class LiveAudio:
         assert td is not None
         end = at + FRAME
         low = max(td.threshold - _HYSTERESIS, 0.01)
-        if self._cut_at is not None and end >= self._cut_at + int(CONTEXT_S * SAMPLE_RATE):
-            actions.append(self._cut(self._cut_at, end))
         if not self.in_speech:
             self._soft_frame(p >= low, at, end)
             if p >= td.threshold:
@@ -193,40 +193,35 @@ class LiveAudio:
             silent = end - self._silence_at
             cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
             if silent >= td.silence_duration_ms * SAMPLE_RATE // 1000:
-                if self._cut_at is not None:  # the turn ends before the context after a cut is all heard
-                    actions.append(self._cut(self._cut_at, end))
-                    self._paused = False  # that speculative decode was of the item just cut
                 actions.append(Stopped(end, self._item_audio(min(cut, end)), speculated=self._paused))
                 self._end_turn(end)
                 return
             if not self._paused and end >= cut:
-                if self._cut_at is not None:  # a cut waiting for its context gets what there is
-                    actions.append(self._cut(self._cut_at, end))
                 self._paused = True
                 actions.append(Paused(self._item_audio(cut)))
-        elif self._cut_at is None and end - self._partial_at >= int(PARTIAL_STEP_S * SAMPLE_RATE):
-            # (not while a cut waits for its context: that audio belongs to the next item)
+        elif end - self._partial_at >= int(PARTIAL_STEP_S * SAMPLE_RATE):
             self._partial_at = end
             actions.append(Partial(self._slice(self._item_start, end)))
         self._length_bound(p, at, end, actions)
 
     def _speech_again(self, at: int, actions: list[Action]) -> None:
-        """Speech after a pause: the speculative decode is dropped, and a long enough item is cut at the
-        pause once the speech after it has been heard."""
+        """Speech after a pause: a long enough item is cut at the pause, its speculative decode kept as its
+        final; otherwise that decode is dropped."""
         assert self._silence_at is not None
         cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
         long_pause = at - self._silence_at >= int(CUT_PAUSE_S * SAMPLE_RATE)
-        if self._paused:
-            actions.append(Resumed())
         long_item = cut - self._item_start >= int(MIN_ITEM_S * SAMPLE_RATE)
-        if self._paused and long_pause and long_item and self._cut_at is None:
-            self._cut_at = cut
+        if self._paused and long_pause and long_item:
+            actions.append(Cut(cut, self._item_audio(cut), speculated=True))  # the audio `Paused` gave
+            self._next_item(cut)
+        elif self._paused:
+            actions.append(Resumed())
         self._paused = False
 
     def _length_bound(self, p: float, at: int, end: int, actions: list[Action]) -> None:
         """An item without a pause to cut it at is cut at MAX_ITEM_S, at the quietest of its last frames."""
         length = end - self._item_start
-        if self._cut_at is not None or length < int((MAX_ITEM_S - DIP_WINDOW_S) * SAMPLE_RATE):
+        if length < int((MAX_ITEM_S - DIP_WINDOW_S) * SAMPLE_RATE):
             return
         if p < self._dip_p:
             self._dip_p, self._dip_at = p, at + FRAME // 2
@@ -254,7 +249,6 @@ class LiveAudio:
         self._item_start = at
         self._partial_at = max(self._partial_at, at)
         self._dip_at, self._dip_p = None, 2.0
-        self._cut_at = None
         self._trim(at - self._lead)  # nothing before the current item's context is needed again
 
     def _soft_frame(self, speechlike: bool, at: int, end: int) -> None:
