@@ -402,7 +402,7 @@ def load_logs(path: Path) -> tuple[list[dict], dict]:
     return logs, data["offline"]
 
 
-def machine() -> dict:
+def machine(load_before: float) -> dict:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -416,7 +416,8 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "shared": "the 2 cores were shared with other jobs while this ran",
+        # What else ran: the 1-minute load average just before the servers started (0 when quiet).
+        "load_before": round(load_before, 2),
     }
 
 
@@ -447,7 +448,8 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     rows += [
         "",
-        f"tiny.en int8 on {m['cpu']}, {m['cores']} cores ({m['shared']}); {result['repeats']} repeats.",
+        f"tiny.en int8 on {m['cpu']}, {m['cores']} cores (load average {m.get('load_before', '?')} before "
+        f"the run); {result['repeats']} repeats.",
     ]
     return "\n".join(rows)
 
@@ -464,6 +466,7 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     started = time.time()
+    load_before = os.getloadavg()[0]
     recs = assembled(DATA) + harper_valley(DATA, HARPER)
     if args.crop_s:
         recs = [crop(r, args.crop_s) for r in recs]
@@ -477,7 +480,7 @@ def main() -> None:
     result = tabulate(recs, logs, offline)
     result |= {
         "repeats": args.repeats,
-        "machine": machine(),
+        "machine": machine(load_before),
         "commit": subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
