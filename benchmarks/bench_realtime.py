@@ -448,7 +448,7 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     rows += [
         "",
-        f"tiny.en int8 on {m['cpu']}, {m['cores']} cores (load average {m.get('load_before', '?')} before "
+        f"tiny.en int8 on {m['cpu']}, {m['cores']} cores (load average {m['load_before']} before "
         f"the run); {result['repeats']} repeats.",
     ]
     return "\n".join(rows)

@@ -140,7 +140,7 @@ class LiveAudio:
         self._dip_at: int | None = None  # the quietest frame near MAX_ITEM_S (a length cut's place)
         self._dip_p = 2.0
         self._silence_at: int | None = None  # first frame below the hysteresis threshold
-        self._paused = False
+        self._paused: ItemAudio | None = None  # the audio `Paused` gave in this pause (its decode under way)
         self._partial_at = 0
         self._soft_from: int | None = None  # between turns: start of the speech-like frames (`_soft_frame`)
         self._soft_quiet_at: int | None = None
@@ -193,12 +193,13 @@ class LiveAudio:
             silent = end - self._silence_at
             cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
             if silent >= td.silence_duration_ms * SAMPLE_RATE // 1000:
-                actions.append(Stopped(end, self._item_audio(min(cut, end)), speculated=self._paused))
+                audio = self._paused if self._paused is not None else self._item_audio(min(cut, end))
+                actions.append(Stopped(end, audio, speculated=self._paused is not None))
                 self._end_turn(end)
                 return
-            if not self._paused and end >= cut:
-                self._paused = True
-                actions.append(Paused(self._item_audio(cut)))
+            if self._paused is None and end >= cut:
+                self._paused = self._item_audio(cut)
+                actions.append(Paused(self._paused))
         elif end - self._partial_at >= int(PARTIAL_STEP_S * SAMPLE_RATE):
             self._partial_at = end
             actions.append(Partial(self._slice(self._item_start, end)))
@@ -211,12 +212,12 @@ class LiveAudio:
         cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
         long_pause = at - self._silence_at >= int(CUT_PAUSE_S * SAMPLE_RATE)
         long_item = cut - self._item_start >= int(MIN_ITEM_S * SAMPLE_RATE)
-        if self._paused and long_pause and long_item:
-            actions.append(Cut(cut, self._item_audio(cut), speculated=True))  # the audio `Paused` gave
+        if self._paused is not None and long_pause and long_item:
+            actions.append(Cut(cut, self._paused, speculated=True))
             self._next_item(cut)
-        elif self._paused:
+        elif self._paused is not None:
             actions.append(Resumed())
-        self._paused = False
+        self._paused = None
 
     def _length_bound(self, p: float, at: int, end: int, actions: list[Action]) -> None:
         """An item without a pause to cut it at is cut at MAX_ITEM_S, at the quietest of its last frames."""
