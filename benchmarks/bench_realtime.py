@@ -12,7 +12,9 @@ whole (bare faster-whisper, and our file endpoint, which runs the CLI's pipeline
 Settings: 1 session, 4 concurrent sessions, and 1 session while file uploads run on the same server in a loop
 (POST /v1/audio/transcriptions: ours and WhisperLiveKit's; WhisperLive's REST server is opt-in and binds
 every interface, so it is left off). Each repeat runs every system in turn,
-the order reversed on the next repeat, and plays its own part of the recordings.
+the order reversed on the next repeat, and plays its own part of the recordings. Each pass starts once the
+cores are quiet (a server that fell behind may still be decoding the pass before: the next system would run
+beside it); the wait and the busy share before it are kept with the pass.
 
     python benchmarks/bench_realtime.py [--repeats 2] [--systems ours,whisperlive,whisperlivekit]
         [--out benchmarks/results/realtime.json] [--markdown part.md] [--logs x.json] [--rescore x.json]
@@ -58,6 +60,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SLOWER_WHISPER_BENCH_DATA") or REPO.parent / "shared" / "data")
 sys.path.insert(0, str(REPO))
 HARPER = ["0002f70f7386445b", "0091a706bc604188"]
+QUIET_CPU = 0.1  # share of all cores busy under which the machine counts as quiet before a pass
+QUIET_WAIT_S = 120.0
 OURS, WL, WLK = "slower-whisper", "WhisperLive", "WhisperLiveKit"
 SYSTEMS = {"ours": OURS, "whisperlive": WL, "whisperlivekit": WLK}
 # WhisperLive's file endpoint is opt-in and binds 0.0.0.0 (not loopback), so it is not loaded here
@@ -341,12 +345,35 @@ def measure(args: argparse.Namespace, recs: list[Recording], tmp: Path) -> tuple
                 settings = [("1", [single], False), ("4", wave, False)]
                 settings += [("1+files", [single], True)] if system in WITH_FILES else []
                 for name, group, load in settings:
+                    waited, busy = wait_quiet()
                     t0 = time.monotonic()
                     got, extra = asyncio.run(run_pass(system, where, group, load))
+                    extra |= {"quiet_wait_s": waited, "cpu_busy_before": busy}
                     for log in got:
                         logs.append({"repeat": r, "setting": name, "extra": extra, "log": log})
                     print(f"repeat {r} {system} {name}: {time.monotonic() - t0:.0f} s {extra}", flush=True)
     return logs, offline
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_quiet(busy_below: float = QUIET_CPU, longest_s: float = QUIET_WAIT_S) -> tuple[float, float]:
+    """Wait until the machine's cores are busy less than `busy_below` of one second (a server may still be
+    decoding a pass that fell behind: the next system would run beside it). (Seconds waited, the busy share
+    of the last second.)"""
+    started = time.monotonic()
+    while True:
+        b0, t0 = _cpu_times()
+        time.sleep(1.0)
+        b1, t1 = _cpu_times()
+        busy = (b1 - b0) / max(1, t1 - t0)
+        if busy < busy_below or time.monotonic() - started >= longest_s:
+            return round(time.monotonic() - started, 1), round(busy, 3)
 
 
 def tabulate(recs: list[Recording], logs: list[dict], offline: dict) -> dict:

@@ -230,3 +230,29 @@ def test_an_item_cut_at_a_pause_keeps_the_decode_started_in_the_pause() -> None:
             assert start is not None
             ends_at = next((c.at for _, c in cuts if c.at > start), None)
             assert ends_at is None or start + a.audio.shape[0] <= ends_at
+
+
+def test_speech_after_a_pause_gets_its_first_partial_as_a_new_turn_does() -> None:
+    """Speech resuming after a pause (a quick answer, often) is decoded FIRST_PARTIAL_S into it, as a turn's
+    start is, not when the item's partial cadence falls: that came a few frames in, before any of its words
+    could be heard, and its first text waited for the next one."""
+    from transcription.service.realtime.protocol import TurnDetection
+    from transcription.service.realtime.turns import FIRST_PARTIAL_S, Cut, LiveAudio, Partial, Paused, Resumed
+    from transcription.service.realtime.vad import FRAME
+
+    pause = np.zeros(int(0.45 * 16_000), dtype=np.float32)  # under the 500 ms that ends the turn
+    speech = [trimmed(pcm24(clip, 16_000)).astype(np.float32) / 32768.0 for clip in CLIPS[:3]]
+    samples = np.concatenate([np.zeros(8_000, np.float32), speech[0], pause, speech[1], pause, speech[2]])
+    live, fed, seen = LiveAudio(TurnDetection()), 0, []
+    for i in range(0, samples.shape[0], FRAME):  # a frame at a time: each action's place is exact
+        fed += samples[i : i + FRAME].shape[0]
+        seen += [(fed, a) for a in live.feed(samples[i : i + FRAME])]
+    resumed = [k for k, (_, a) in enumerate(seen) if isinstance(a, (Cut, Resumed))]
+    assert len(resumed) >= 2, [type(a).__name__ for _, a in seen]  # the two pauses, and any in a clip
+    delays = []
+    for k in resumed:
+        after = next(a for a in seen[k + 1 :] if isinstance(a[1], (Partial, Paused)))
+        if isinstance(after[1], Partial):  # (not when the speaker paused again before it)
+            delays.append((after[0] - seen[k][0]) / 16_000)
+    assert len(delays) >= 2
+    assert all(FIRST_PARTIAL_S <= d < FIRST_PARTIAL_S + 2 * FRAME / 16_000 for d in delays), delays

@@ -217,6 +217,10 @@ class LiveAudio:
             self._next_item(cut)
         elif self._paused is not None:
             actions.append(Resumed())
+        if self._paused is not None:
+            # Speech after a pause is often the other speaker: its first partial comes as a turn's first
+            # does, FIRST_PARTIAL_S into it, not when the cadence falls (which may be a few frames in).
+            self._partial_at = at + FRAME - int((PARTIAL_STEP_S - FIRST_PARTIAL_S) * SAMPLE_RATE)
         self._paused = None
 
     def _length_bound(self, p: float, at: int, end: int, actions: list[Action]) -> None:
