@@ -180,7 +180,7 @@ class LiveAudio:
                 self.in_speech = True
                 self._item_start = max(self._start, onset - self._padding())
                 self._lead = 0
-                self._partial_at = end - int((PARTIAL_STEP_S - FIRST_PARTIAL_S) * SAMPLE_RATE)
+                self._first_partial_after(end)
                 actions.append(Started(self._item_start))
             return
         if p >= td.threshold:
@@ -212,16 +212,20 @@ class LiveAudio:
         cut = self._silence_at + int(SPECULATE_AFTER_S * SAMPLE_RATE)
         long_pause = at - self._silence_at >= int(CUT_PAUSE_S * SAMPLE_RATE)
         long_item = cut - self._item_start >= int(MIN_ITEM_S * SAMPLE_RATE)
-        if self._paused is not None and long_pause and long_item:
-            actions.append(Cut(cut, self._paused, speculated=True))
-            self._next_item(cut)
-        elif self._paused is not None:
-            actions.append(Resumed())
         if self._paused is not None:
+            if long_pause and long_item:
+                actions.append(Cut(cut, self._paused, speculated=True))
+                self._next_item(cut)
+            else:
+                actions.append(Resumed())
             # Speech after a pause is often the other speaker: its first partial comes as a turn's first
-            # does, FIRST_PARTIAL_S into it, not when the cadence falls (which may be a few frames in).
-            self._partial_at = at + FRAME - int((PARTIAL_STEP_S - FIRST_PARTIAL_S) * SAMPLE_RATE)
+            # does, not when the cadence falls (which may be a few frames in).
+            self._first_partial_after(at + FRAME)
         self._paused = None
+
+    def _first_partial_after(self, end: int) -> None:
+        """The next partial FIRST_PARTIAL_S after `end` (speech starting there), not a full step."""
+        self._partial_at = end - int((PARTIAL_STEP_S - FIRST_PARTIAL_S) * SAMPLE_RATE)
 
     def _length_bound(self, p: float, at: int, end: int, actions: list[Action]) -> None:
         """An item without a pause to cut it at is cut at MAX_ITEM_S, at the quietest of its last frames."""
